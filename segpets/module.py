@@ -1,0 +1,116 @@
+"""The LightningModule: one network, one loss, and metrics per stage."""
+
+from collections.abc import Callable
+from typing import Any
+
+import lightning as L
+import torch
+from torch import nn
+
+from segpets.constants import IGNORE_INDEX
+from segpets.metrics import BinarySegmentationMetrics
+
+OptimizerFactory = Callable[..., torch.optim.Optimizer]
+SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
+
+MONITOR = "val/dice"
+"""The one metric that checkpointing, early stopping and sweeps look at."""
+
+
+class SegmentationModule(L.LightningModule):
+    """Trains a network that maps images (B, 3, H, W) to logits (B, 1, H, W).
+
+    `optimizer` and `scheduler` are partial callables (Hydra `_partial_: true`): the
+    module completes them with its parameters and the run's total number of steps.
+    """
+
+    run_config: dict[str, Any] | None = None
+    """The run's resolved Hydra config, stored in every checkpoint so that eval, predict
+    and export can rebuild the model from the checkpoint alone."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss: nn.Module,
+        optimizer: OptimizerFactory,
+        scheduler: SchedulerFactory | None = None,
+        threshold: float = 0.5,
+        ignore_index: int = IGNORE_INDEX,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.channels_last = channels_last
+        # One metric object per stage ("train" cannot be a ModuleDict key: nn.Module.train).
+        self.metrics = nn.ModuleDict(
+            {
+                f"{stage}_metrics": BinarySegmentationMetrics(threshold, ignore_index)
+                for stage in ("train", "val", "test")
+            }
+        )
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        return self.model(images)
+
+    def _shared_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self(batch["image"])
+        loss = self.loss(logits, batch["mask"])
+        self.metrics[f"{stage}_metrics"].update(logits.detach(), batch["mask"])
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_step=stage == "train",
+            on_epoch=True,
+            prog_bar=stage != "test",
+            batch_size=batch["image"].shape[0],
+            sync_dist=stage != "train",
+        )
+        return loss, logits
+
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")[0]
+
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "val")[1]
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "test")[1]
+
+    def _log_epoch_metrics(self, stage: str) -> None:
+        # The metric reduces its sums across processes itself; Lightning must not again.
+        values = {f"{stage}/{name}": value for name, value in self.metrics[f"{stage}_metrics"].compute().items()}
+        self.log(f"{stage}/dice", values.pop(f"{stage}/dice"), prog_bar=stage != "test")
+        self.log_dict(values)
+        self.metrics[f"{stage}_metrics"].reset()
+
+    def on_train_epoch_end(self) -> None:
+        self._log_epoch_metrics("train")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_epoch_metrics("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_epoch_metrics("test")
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        optimizer = self.optimizer_factory(params=self.parameters())
+        if self.scheduler_factory is None:
+            return {"optimizer": optimizer}
+        scheduler = self.scheduler_factory(
+            optimizer, total_steps=self.trainer.estimated_stepping_batches
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1},
+        }
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.run_config is not None:
+            checkpoint["segpets_config"] = self.run_config

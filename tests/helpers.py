@@ -1,0 +1,39 @@
+"""Composing segpets configs in tests, the way `python -m segpets.train` does."""
+
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CONFIG_DIR = REPO_ROOT / "configs"
+
+
+def compose_train(tmp_path: Path, overrides: list[str], config_name: str = "train") -> DictConfig:
+    """The train config with `overrides`, writing everything under `tmp_path`."""
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        return compose(
+            config_name=config_name,
+            overrides=[
+                f"paths.output_dir={tmp_path / 'run'}",
+                f"paths.data_dir={tmp_path / 'data'}",
+                *overrides,
+            ],
+        )
+
+
+def tiny_run_overrides(data_root: Path) -> list[str]:
+    """A training job small enough for a test: tiny widths, 64 px, a few batches."""
+    return [
+        "data=synthetic",
+        f"data.root={data_root}",
+        "data.synthetic=null",
+        "data.image_size=64",
+        "data.batch_size=4",
+        "data.num_workers=0",
+        "callbacks.progress_bar=null",
+        "callbacks.model_summary=null",
+    ]
+
+
+TINY_UNET = ["model=unet", "model.widths=[4,8,16]"]

@@ -1,0 +1,132 @@
+import re
+from pathlib import Path
+
+import hydra
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from omegaconf import OmegaConf
+from torch.export import Dim
+
+from segpets.errors import ConfigError
+from segpets.models import ResNet34UNet, SegmentationModel, UNet
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+TINY_UNET = {"widths": (8, 16, 32)}
+SMALL_RESNET = {"decoder_channels": (32, 16, 16, 8, 8)}
+
+
+def build(name: str, upsample: str = "deconv", **kwargs) -> SegmentationModel:
+    if name == "unet":
+        return UNet(upsample=upsample, **TINY_UNET, **kwargs)
+    return ResNet34UNet(upsample=upsample, **SMALL_RESNET, **kwargs)
+
+
+def resnet34_encoder_state_dict() -> dict[str, torch.Tensor]:
+    state = torchvision.models.resnet34(weights=None).state_dict()
+    return {key: value for key, value in state.items() if not key.startswith("fc.")}
+
+
+@pytest.mark.parametrize("name", ["unet", "resnet34_unet"])
+@pytest.mark.parametrize("upsample", ["deconv", "bilinear"])
+def test_logits_have_input_size(name: str, upsample: str) -> None:
+    torch.manual_seed(0)
+    model = build(name, upsample).eval()
+    with torch.no_grad():
+        model.head.bias.fill_(-3.0)  # logits well below 0: a sigmoid or clamp would show
+    for height, width in [(64, 64), (50, 70)]:
+        logits = model(torch.randn(2, 3, height, width))
+        assert logits.shape == (2, 1, height, width)
+        assert logits.max() < 0
+
+
+@pytest.mark.parametrize("name", ["unet", "resnet34_unet"])
+def test_odd_sides_are_replicate_padded_then_cropped(name: str) -> None:
+    model = build(name).eval()
+    assert model.output_stride == (4 if name == "unet" else 32)
+    x = torch.randn(1, 3, 50, 70)
+    stride = model.output_stride
+    padded = F.pad(x, (0, (-70) % stride, 0, (-50) % stride), mode="replicate")
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), model(padded)[..., :50, :70])
+
+
+def test_unet_output_stride_follows_depth() -> None:
+    assert UNet(widths=(4, 8)).output_stride == 2
+    assert UNet().output_stride == 16
+
+
+def test_exports_with_dynamic_height_and_width() -> None:
+    # Traced at a multiple of the stride, the graph must still pad and crop other sizes.
+    model = build("unet").eval()
+    dynamic = ({2: Dim.DYNAMIC, 3: Dim.DYNAMIC},)
+    program = torch.export.export(model, (torch.randn(1, 3, 64, 64),), dynamic_shapes=dynamic)
+    for x in [torch.randn(1, 3, 37, 91), torch.randn(1, 3, 64, 32)]:
+        torch.testing.assert_close(program.module()(x), model(x))
+
+
+@pytest.mark.parametrize("name", ["unet", "resnet34_unet"])
+def test_other_input_channels_and_classes(name: str) -> None:
+    model = build(name, in_channels=4, classes=2).eval()
+    assert model(torch.randn(1, 4, 64, 64)).shape == (1, 2, 64, 64)
+
+
+@pytest.mark.parametrize("model_class", [UNet, ResNet34UNet])
+def test_unknown_upsample_is_a_config_error(model_class: type[SegmentationModel]) -> None:
+    message = "model.upsample must be one of ['bilinear', 'deconv'], got 'nearest'"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        model_class(upsample="nearest")
+
+
+def test_bad_widths_and_decoder_channels_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match=re.escape("model.widths must list at least 2")):
+        UNet(widths=(8,))
+    with pytest.raises(ConfigError, match=re.escape("model.decoder_channels must list 5")):
+        ResNet34UNet(decoder_channels=(16, 8))
+
+
+def test_resnet34_encoder_loads_torchvision_weights() -> None:
+    model = ResNet34UNet(**SMALL_RESNET)
+    state = resnet34_encoder_state_dict()
+    assert set(model.encoder.state_dict()) == set(state)
+    model.encoder.load_state_dict(state)
+    torch.testing.assert_close(model.encoder.layer4[2].conv2.weight, state["layer4.2.conv2.weight"])
+
+
+def test_default_parameter_counts() -> None:
+    resnet34 = torchvision.models.resnet34(weights=None)
+    encoder = sum(p.numel() for p in resnet34.parameters()) - sum(
+        p.numel() for p in resnet34.fc.parameters()
+    )
+    resnet = ResNet34UNet()
+    assert sum(p.numel() for p in resnet.encoder.parameters()) == encoder == 21_284_672
+    assert 24.0e6 < sum(p.numel() for p in resnet.parameters()) < 24.7e6  # smp.Unet: 24.4M
+    assert 30.5e6 < sum(p.numel() for p in UNet().parameters()) < 31.5e6  # the paper: 31M
+
+
+@pytest.mark.parametrize("name", ["unet", "resnet34_unet"])
+def test_overfits_one_batch(name: str) -> None:
+    torch.manual_seed(0)
+    model = build(name)
+    images = torch.randn(2, 3, 64, 64)
+    masks = (images[:, :1] > 0).float()  # learnable from the pixels themselves
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(10):
+        optimizer.zero_grad()
+        loss = F.binary_cross_entropy_with_logits(model(images), masks)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+@pytest.mark.parametrize("config", ["unet", "resnet34_unet"])
+def test_model_configs_instantiate(config: str) -> None:
+    cfg = OmegaConf.load(CONFIG_DIR / "model" / f"{config}.yaml")
+    cfg.upsample = "bilinear"  # as `model.upsample=bilinear` on the command line
+    model = hydra.utils.instantiate(cfg)
+    assert isinstance(model, SegmentationModel)
+    assert model.decoder[0].up.__class__.__name__ == "BilinearUpsample"

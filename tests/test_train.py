@@ -1,0 +1,96 @@
+"""The training path end to end, on tiny synthetic data."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from segpets.train import train
+from tests.helpers import REPO_ROOT, TINY_UNET, compose_train, tiny_run_overrides
+
+
+@pytest.mark.parametrize("upsample", ["deconv", "bilinear"])
+@pytest.mark.parametrize("model", [TINY_UNET, ["model=resnet34_unet"]], ids=["unet", "resnet34_unet"])
+def test_fast_dev_run_each_model_and_upsample(model, upsample, synthetic_root, tmp_path):
+    cfg = compose_train(
+        tmp_path,
+        [*tiny_run_overrides(synthetic_root), *model, f"model.upsample={upsample}", "debug=fdr"],
+    )
+    metrics = train(cfg)
+    assert 0.0 <= metrics["test"]["test/dice"] <= 1.0
+    assert set(metrics["val"]) >= {"val/loss", "val/dice", "val/iou", "val/dice_dataset"}
+
+
+@pytest.mark.parametrize("loss", ["bce", "dice", "bce_dice", "tversky", "bce_tversky", "focal"])
+def test_fast_dev_run_each_loss(loss, synthetic_root, tmp_path):
+    cfg = compose_train(
+        tmp_path, [*tiny_run_overrides(synthetic_root), *TINY_UNET, f"loss={loss}", "debug=fdr"]
+    )
+    metrics = train(cfg)
+    assert torch.isfinite(torch.tensor(metrics["test"]["test/loss"]))
+
+
+def test_training_writes_the_run_dir(synthetic_root, tmp_path):
+    cfg = compose_train(
+        tmp_path, [*tiny_run_overrides(synthetic_root), *TINY_UNET, "trainer.max_epochs=2", "logger=many"]
+    )
+    metrics = train(cfg)
+    run = tmp_path / "run"
+    written = json.loads((run / "metrics.json").read_text())
+    assert written == json.loads(json.dumps(metrics))
+    assert (run / "checkpoints" / "best.ckpt").is_file()
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    assert (run / "csv" / "metrics.csv").is_file()
+    assert metrics["best_checkpoint"] == str(run / "checkpoints" / "best.ckpt")
+    assert metrics["seed"] == 42
+    assert set(metrics["test"]) >= {"test/dice", "test/iou", "test/dice_dataset", "test/loss"}
+    # The reported val/dice is the best checkpoint's, the one the test split was scored with.
+    best = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    assert best["epoch"] == metrics["best_epoch"]
+    best_score = next(
+        c["best_model_score"] for k, c in best["callbacks"].items() if k.startswith("ModelCheckpoint")
+    )
+    assert metrics["val"]["val/dice"] == pytest.approx(float(best_score), abs=1e-6)
+    assert best["segpets_config"]["model"]["_target_"] == "segpets.models.UNet"
+
+
+def test_training_learns_two_batches_by_heart(synthetic_root, tmp_path):
+    cfg = compose_train(
+        tmp_path,
+        [*tiny_run_overrides(synthetic_root), "model=unet", "model.widths=[8,16,32]",
+         "debug=overfit", "trainer.max_epochs=8", "optimizer.lr=0.01", "scheduler=constant",
+         "logger=csv", "test=false"],
+    )
+    train(cfg)
+    rows = [r for r in csv.DictReader(open(tmp_path / "run" / "csv" / "metrics.csv")) if r["train/dice"]]
+    first, last = rows[0], rows[-1]
+    assert len(rows) == 8
+    assert float(last["train/loss_epoch"]) < 0.9 * float(first["train/loss_epoch"])
+    assert float(last["train/dice"]) > float(first["train/dice"]) + 0.1
+
+
+@pytest.mark.slow
+def test_quickstart_from_the_command_line(synthetic_root, tmp_path):
+    run_dir = tmp_path / "quickstart"
+    command = [
+        sys.executable, "-m", "segpets.train", "experiment=quickstart",
+        f"data.root={synthetic_root}", "data.synthetic=null", "data.num_workers=0",
+        "data.image_size=64", "model.widths=[4,8,16]", "trainer.max_epochs=2",
+        f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={run_dir}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "test Dice (mean per image)" in result.stdout
+    assert (run_dir / "checkpoints" / "best.ckpt").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0.0 <= metrics["test"]["test/dice"] <= 1.0
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
