@@ -15,3 +15,27 @@ def sample_root() -> Path:
             pytest.fail(f"CI must provide the real data sample at {SAMPLE_ROOT}")
         pytest.skip(f"real data sample not found at {SAMPLE_ROOT} (it lives in ../shared/data)")
     return SAMPLE_ROOT
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny synthetic dataset in the official layout (30 trainval + 10 test, 64-96 px),
+    written once per session; read it with `data.root=<it>` (and `data.synthetic=null`)."""
+    from segpets.data import SyntheticPets
+
+    generator = SyntheticPets(num_trainval=30, num_test=10, min_size=64, max_size=96, seed=0)
+    return generator.write(tmp_path_factory.mktemp("synthetic") / "pets")
+
+
+@pytest.fixture(scope="session")
+def tiny_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The run dir of a tiny UNet trained for two epochs on `synthetic_root` (64 px, fp32)."""
+    from segpets.train import train
+    from tests.helpers import TINY_UNET, compose_train, tiny_run_overrides
+
+    tmp_path = tmp_path_factory.mktemp("tiny_run")
+    cfg = compose_train(
+        tmp_path, [*tiny_run_overrides(synthetic_root), *TINY_UNET, "trainer.max_epochs=2"]
+    )
+    train(cfg)
+    return tmp_path / "run"

@@ -16,13 +16,22 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONFIG_DIR / group).glob("*.yaml"))
 
 
-GROUPS = ["data", "augment", "model", "loss", "optimizer", "scheduler", "trainer",
-          "callbacks", "logger", "experiment", "debug"]
+GROUPS = [
+    "data",
+    "augment",
+    "model",
+    "loss",
+    "optimizer",
+    "scheduler",
+    "trainer",
+    "callbacks",
+    "logger",
+    "experiment",
+    "debug",
+]
 
 
-@pytest.mark.parametrize(
-    ("group", "option"), [(g, o) for g in GROUPS for o in options(g)]
-)
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)])
 def test_every_option_composes_and_instantiates(group, option, tmp_path):
     cfg = compose_train(tmp_path, [f"{group}={option}"])
     OmegaConf.resolve(cfg)  # every interpolation resolves
@@ -31,7 +40,9 @@ def test_every_option_composes_and_instantiates(group, option, tmp_path):
         assert objects, f"{group}={option} instantiates nothing"
     elif group == "trainer":
         if cfg.trainer.accelerator == "gpu" and not torch.cuda.is_available():
-            pytest.skip("no GPU on this machine: the gpu/ddp trainer configs compose but cannot start")
+            pytest.skip(
+                "no GPU on this machine: the gpu/ddp trainer configs compose but cannot start"
+            )
         assert isinstance(instantiate(cfg.trainer, logger=False), L.Trainer)
     elif group in {"model", "loss", "optimizer", "scheduler", "experiment"}:
         module = build_module(cfg)
@@ -51,8 +62,14 @@ def test_experiments_say_only_what_differs():
 def test_command_line_overrides_reach_the_objects(tmp_path: Path):
     cfg = compose_train(
         tmp_path,
-        ["model=resnet34_unet", "model.upsample=bilinear", "loss=bce_tversky",
-         "loss.terms.tversky.alpha=0.7", "optimizer.lr=0.01", "trainer.precision=16"],
+        [
+            "model=resnet34_unet",
+            "model.upsample=bilinear",
+            "loss=bce_tversky",
+            "loss.terms.tversky.alpha=0.7",
+            "optimizer.lr=0.01",
+            "trainer.precision=16",
+        ],
     )
     module = build_module(cfg)
     assert type(module.model).__name__ == "ResNet34UNet"

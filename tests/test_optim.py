@@ -1,3 +1,4 @@
+import itertools
 import math
 
 import pytest
@@ -25,7 +26,7 @@ def test_cosine_spans_the_run_from_base_to_zero():
     assert values[0] == pytest.approx(1.0)
     assert values[5] == pytest.approx(0.5 * (1 + math.cos(math.pi * 0.5)))
     assert values[10] == pytest.approx(0.0, abs=1e-12)
-    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
+    assert all(a >= b for a, b in itertools.pairwise(values))
 
 
 def test_warmup_rises_linearly_then_decays_to_the_floor():
@@ -36,7 +37,7 @@ def test_warmup_rises_linearly_then_decays_to_the_floor():
 
 
 def test_bad_schedule_options_name_the_option():
-    with pytest.raises(ConfigError, match="scheduler.warmup_steps"):
+    with pytest.raises(ConfigError, match=r"scheduler\.warmup_steps"):
         warmup_cosine(sgd(), total_steps=10, warmup_steps=-1)
-    with pytest.raises(ConfigError, match="scheduler.min_lr_ratio"):
+    with pytest.raises(ConfigError, match=r"scheduler\.min_lr_ratio"):
         warmup_cosine(sgd(), total_steps=10, min_lr_ratio=2)

@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +14,9 @@ from tests.helpers import REPO_ROOT, TINY_UNET, compose_train, tiny_run_override
 
 
 @pytest.mark.parametrize("upsample", ["deconv", "bilinear"])
-@pytest.mark.parametrize("model", [TINY_UNET, ["model=resnet34_unet"]], ids=["unet", "resnet34_unet"])
+@pytest.mark.parametrize(
+    "model", [TINY_UNET, ["model=resnet34_unet"]], ids=["unet", "resnet34_unet"]
+)
 def test_fast_dev_run_each_model_and_upsample(model, upsample, synthetic_root, tmp_path):
     cfg = compose_train(
         tmp_path,
@@ -37,7 +38,8 @@ def test_fast_dev_run_each_loss(loss, synthetic_root, tmp_path):
 
 def test_training_writes_the_run_dir(synthetic_root, tmp_path):
     cfg = compose_train(
-        tmp_path, [*tiny_run_overrides(synthetic_root), *TINY_UNET, "trainer.max_epochs=2", "logger=many"]
+        tmp_path,
+        [*tiny_run_overrides(synthetic_root), *TINY_UNET, "trainer.max_epochs=2", "logger=many"],
     )
     metrics = train(cfg)
     run = tmp_path / "run"
@@ -54,7 +56,9 @@ def test_training_writes_the_run_dir(synthetic_root, tmp_path):
     best = torch.load(run / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
     assert best["epoch"] == metrics["best_epoch"]
     best_score = next(
-        c["best_model_score"] for k, c in best["callbacks"].items() if k.startswith("ModelCheckpoint")
+        c["best_model_score"]
+        for k, c in best["callbacks"].items()
+        if k.startswith("ModelCheckpoint")
     )
     assert metrics["val"]["val/dice"] == pytest.approx(float(best_score), abs=1e-6)
     assert best["segpets_config"]["model"]["_target_"] == "segpets.models.UNet"
@@ -63,12 +67,21 @@ def test_training_writes_the_run_dir(synthetic_root, tmp_path):
 def test_training_learns_two_batches_by_heart(synthetic_root, tmp_path):
     cfg = compose_train(
         tmp_path,
-        [*tiny_run_overrides(synthetic_root), "model=unet", "model.widths=[8,16,32]",
-         "debug=overfit", "trainer.max_epochs=8", "optimizer.lr=0.01", "scheduler=constant",
-         "logger=csv", "test=false"],
+        [
+            *tiny_run_overrides(synthetic_root),
+            "model=unet",
+            "model.widths=[8,16,32]",
+            "debug=overfit",
+            "trainer.max_epochs=8",
+            "optimizer.lr=0.01",
+            "scheduler=constant",
+            "logger=csv",
+            "test=false",
+        ],
     )
     train(cfg)
-    rows = [r for r in csv.DictReader(open(tmp_path / "run" / "csv" / "metrics.csv")) if r["train/dice"]]
+    with open(tmp_path / "run" / "csv" / "metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r["train/dice"]]
     first, last = rows[0], rows[-1]
     assert len(rows) == 8
     assert float(last["train/loss_epoch"]) < 0.9 * float(first["train/loss_epoch"])
@@ -79,10 +92,18 @@ def test_training_learns_two_batches_by_heart(synthetic_root, tmp_path):
 def test_quickstart_from_the_command_line(synthetic_root, tmp_path):
     run_dir = tmp_path / "quickstart"
     command = [
-        sys.executable, "-m", "segpets.train", "experiment=quickstart",
-        f"data.root={synthetic_root}", "data.synthetic=null", "data.num_workers=0",
-        "data.image_size=64", "model.widths=[4,8,16]", "trainer.max_epochs=2",
-        f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={run_dir}",
+        sys.executable,
+        "-m",
+        "segpets.train",
+        "experiment=quickstart",
+        f"data.root={synthetic_root}",
+        "data.synthetic=null",
+        "data.num_workers=0",
+        "data.image_size=64",
+        "model.widths=[4,8,16]",
+        "trainer.max_epochs=2",
+        f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.run.dir={run_dir}",
     ]
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)

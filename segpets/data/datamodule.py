@@ -1,0 +1,184 @@
+"""Oxford-IIIT Pet (or its synthetic stand-in) as a LightningDataModule.
+
+`prepare_data` (one process per node) downloads or generates the files; `setup` (every
+process) reads the lists, checks the files and reports the samples it leaves out in one
+warning. Call `prepare_data()` before `setup()` when using it outside a Trainer.
+"""
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import albumentations as A
+import lightning as L
+import torch
+from lightning.fabric.utilities.seed import pl_worker_init_function
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import DataLoader, get_worker_info
+
+from segpets.constants import IMAGENET_MEAN, IMAGENET_STD
+from segpets.data.download import download_oxford_pet
+from segpets.data.oxford_pet import SPLITS, OxfordPetDataset, check_boundary
+from segpets.data.synthetic import SyntheticPets
+from segpets.data.transforms import eval_transform, train_transform
+from segpets.errors import ConfigError
+
+STAGE_SPLITS = {
+    "fit": ("train", "val"),
+    "validate": ("val",),
+    "test": ("test",),
+    "predict": ("test",),
+}
+SHOWN_SKIPPED = 5  # how many left-out samples the warning names
+
+
+class OxfordPetDataModule(L.LightningDataModule):
+    """Train / val / test loaders of dicts {"image", "mask", "name"} (see OxfordPetDataset).
+
+    Train uses `augment` (default: resize only) and eval splits resize to
+    image_size x image_size; both end with Normalize(mean, std) and ToTensorV2.
+    With `synthetic`, `prepare_data` writes that generator's dataset to `root`.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 256,
+        batch_size: int = 16,
+        num_workers: int = 2,
+        boundary: str = "foreground",
+        download: bool = False,
+        augment: Sequence[A.BasicTransform] | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        val_every: int = 10,
+        pin_memory: bool = False,
+        persistent_workers: bool = True,
+        synthetic: SyntheticPets | None = None,
+    ) -> None:
+        super().__init__()
+        _check_int("data.image_size", image_size, 1)
+        _check_int("data.batch_size", batch_size, 1)
+        _check_int("data.num_workers", num_workers, 0)
+        _check_int("data.val_every", val_every, 2, "(every val_every-th trainval line is val)")
+        check_boundary(boundary)
+        if not root:
+            raise ConfigError(f"data.root must be a folder path, got {root!r}")
+        if synthetic is not None and not isinstance(synthetic, SyntheticPets):
+            raise ConfigError(
+                "data.synthetic must be a SyntheticPets (give it "
+                f"_target_: segpets.data.SyntheticPets) or null, got {synthetic!r}"
+            )
+        if synthetic is not None and download:
+            raise ConfigError(
+                "data.download=true and data.synthetic both set: synthetic data is generated, "
+                "not downloaded; drop one of them"
+            )
+        self.root = Path(root)
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.boundary = boundary
+        self.download = download
+        self.mean = _three_floats("data.mean", mean, positive=False)
+        self.std = _three_floats("data.std", std, positive=True)
+        self.val_every = val_every
+        self.pin_memory = pin_memory
+        self.persistent_workers = persistent_workers
+        self.synthetic = synthetic
+        # Built now so that a bad augment config fails before any data is read.
+        self.train_transform = train_transform(augment, image_size, self.mean, self.std)
+        self.eval_transform = eval_transform(image_size, self.mean, self.std)
+        self._datasets: dict[str, OxfordPetDataset] = {}
+
+    def prepare_data(self) -> None:
+        if self.synthetic is not None:
+            self.synthetic.write(self.root)
+        elif self.download:
+            download_oxford_pet(self.root)
+
+    def setup(self, stage: str | None = None) -> None:
+        """Build the splits `stage` needs ("fit": train and val; None: all three)."""
+        self._build(STAGE_SPLITS.get(stage, SPLITS))
+
+    def dataset(self, split: str) -> OxfordPetDataset:
+        """The dataset of "train", "val" or "test" (built on first use)."""
+        if split not in SPLITS:
+            raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+        self._build((split,))
+        return self._datasets[split]
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.dataset("train")
+        if self.num_workers == 0:  # workers are seeded by _seed_worker instead
+            rank = self.trainer.global_rank if self.trainer is not None else 0
+            dataset.seed_augmentations(int(torch.randint(2**62, ())) + rank)
+        return self._loader(dataset, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("val"), train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.dataset("test"), train=False)
+
+    def _loader(self, dataset: OxfordPetDataset, train: bool) -> DataLoader:
+        workers = self.num_workers > 0
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_last=train and len(dataset) > self.batch_size,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.persistent_workers and workers,
+            worker_init_fn=_seed_worker if workers else None,
+        )
+
+    def _build(self, splits: Sequence[str]) -> None:
+        """Read and check the splits not built yet; one warning for all left-out samples."""
+        new = [split for split in splits if split not in self._datasets]
+        for split in new:
+            transform = self.train_transform if split == "train" else self.eval_transform
+            self._datasets[split] = OxfordPetDataset(
+                self.root, split, self.boundary, transform, self.val_every
+            )
+        skipped = [item for split in new for item in self._datasets[split].skipped]
+        if skipped:
+            listed = len(skipped) + sum(len(self._datasets[split]) for split in new)
+            shown = "; ".join(f"{name}: {reason}" for name, reason in skipped[:SHOWN_SKIPPED])
+            more = (
+                f"; and {len(skipped) - SHOWN_SKIPPED} more" if len(skipped) > SHOWN_SKIPPED else ""
+            )
+            rank_zero_warn(
+                f"Left out {len(skipped)} of {listed} samples listed for {'/'.join(new)} in "
+                f"{self.root} because their files are missing or unreadable: {shown}{more}"
+            )
+
+
+def _seed_worker(worker_id: int) -> None:
+    """Seed the worker's Albumentations pipeline from torch's per-worker seed.
+
+    torch derives that seed from the loader's base seed, and Lightning's worker init
+    (applied here when `seed_everything(workers=True)` asked for it) mixes in the rank, so
+    augmentation is reproducible and different in every worker and process.
+    """
+    if int(os.environ.get("PL_SEED_WORKERS", "0")):
+        pl_worker_init_function(worker_id)
+    get_worker_info().dataset.seed_augmentations(torch.initial_seed())
+
+
+def _check_int(option: str, value: object, minimum: int, why: str = "") -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ConfigError(f"{option} must be {kind}{' ' + why if why else ''}, got {value!r}")
+
+
+def _three_floats(option: str, values: Sequence[float], positive: bool) -> tuple[float, ...]:
+    try:
+        floats = tuple(float(v) for v in values)
+    except (TypeError, ValueError):
+        floats = ()
+    if len(floats) != 3 or (positive and min(floats) <= 0):
+        kind = "positive numbers" if positive else "numbers"
+        raise ConfigError(f"{option} must be 3 {kind} (R, G, B), got {values!r}")
+    return floats

@@ -1,0 +1,147 @@
+"""Using a trained model: load it from a checkpoint alone, and predict with test-time augmentation.
+
+A segpets checkpoint carries the resolved config of the run that wrote it
+(`segpets_config`), so eval, predict and export need nothing but its path; options
+given on their command line replace the checkpoint's own.
+"""
+
+import pickle
+import zipfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from segpets.errors import ConfigError, SegpetsError
+
+CONFIG_KEY = "segpets_config"
+
+# Top-level keys of the train config that a checkpoint's user may replace when reusing it.
+REPLACEABLE = ("data", "augment", "model", "module", "trainer")
+
+
+def read_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The checkpoint's contents, or a SegpetsError saying what is wrong with the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SegpetsError(
+            f"ckpt_path={path}: no such file. Pass the best.ckpt or last.ckpt of a run, "
+            "e.g. ckpt_path=logs/train/runs/<date>/<time>/checkpoints/best.ckpt"
+        )
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as error:
+        raise SegpetsError(
+            f"ckpt_path={path}: not a readable PyTorch checkpoint (truncated or another kind "
+            f"of file): {str(error).splitlines()[0]}"
+        ) from None
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise SegpetsError(f"ckpt_path={path}: a PyTorch file, but not a Lightning checkpoint")
+    if CONFIG_KEY not in checkpoint:
+        raise SegpetsError(
+            f"ckpt_path={path}: a Lightning checkpoint without a segpets config; only "
+            "checkpoints written by `python -m segpets.train` can be used here"
+        )
+    return checkpoint
+
+
+def replace_options(
+    config: DictConfig, composed: DictConfig, overrides: Sequence[str]
+) -> DictConfig:
+    """`config` with the options named in `overrides` taken from `composed`.
+
+    `composed` is the command's own Hydra config, where Hydra has already parsed and
+    checked the overrides; only their keys are read here, e.g. `data.root=DIR` or
+    `data=synthetic`, which replaces the whole `data` node.
+    """
+    config = config.copy()
+    for override in overrides:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key.split(".", 1)[0] in REPLACEABLE:
+            OmegaConf.update(
+                config, key, OmegaConf.select(composed, key), merge=False, force_add=True
+            )
+    return config
+
+
+def load_model(checkpoint: dict[str, Any], config: DictConfig, path: str | Path) -> nn.Module:
+    """The network described by `config.model`, with the checkpoint's weights, in eval mode."""
+    model = instantiate(config.model)
+    state = {
+        key.removeprefix("model."): value
+        for key, value in checkpoint["state_dict"].items()
+        if key.startswith("model.")
+    }
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise SegpetsError(
+            f"ckpt_path={path}: its weights do not fit {config.model._target_} as configured "
+            f"(a checkpoint of another model, or model.* overrides that change its shape): "
+            f"{str(error).splitlines()[0]}"
+        ) from None
+    return model.eval()
+
+
+def load_trained(
+    path: str | Path, composed: DictConfig | None = None, overrides: Sequence[str] = ()
+) -> tuple[nn.Module, DictConfig]:
+    """Model and run config from a checkpoint, with command-line `overrides` applied."""
+    checkpoint = read_checkpoint(path)
+    config = OmegaConf.create(checkpoint[CONFIG_KEY])
+    if composed is not None:
+        config = replace_options(config, composed, overrides)
+    return load_model(checkpoint, config, path), config
+
+
+# Test-time augmentation: pairs of (transform, inverse) on (B, C, H, W) tensors.
+Flip = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
+
+
+def _identity(x: torch.Tensor) -> torch.Tensor:
+    return x
+
+
+def _hflip(x: torch.Tensor) -> torch.Tensor:
+    return x.flip(-1)
+
+
+def _dihedral(k: int, flip: bool) -> Flip:
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        x = torch.rot90(x, k, dims=(-2, -1))
+        return x.flip(-1) if flip else x
+
+    def inverse(y: torch.Tensor) -> torch.Tensor:
+        y = y.flip(-1) if flip else y
+        return torch.rot90(y, -k, dims=(-2, -1))
+
+    return forward, inverse
+
+
+TTA: dict[str, list[Flip]] = {
+    "none": [(_identity, _identity)],
+    "hflip": [(_identity, _identity), (_hflip, _hflip)],
+    "d4": [_dihedral(k, flip) for flip in (False, True) for k in range(4)],
+}
+
+
+def check_tta(tta: str) -> None:
+    if tta not in TTA:
+        raise ConfigError(f"tta must be one of {sorted(TTA)}, got {tta!r}")
+
+
+@torch.no_grad()
+def predict_probabilities(
+    model: nn.Module, images: torch.Tensor, tta: str = "none"
+) -> torch.Tensor:
+    """Pet probabilities (B, 1, H, W): the sigmoid of the logits, averaged over the TTA views."""
+    check_tta(tta)
+    views = TTA[tta]
+    total = torch.zeros((), device=images.device)
+    for forward, inverse in views:
+        total = total + inverse(model(forward(images)).float().sigmoid())
+    return total / len(views)
