@@ -7,15 +7,15 @@ from segpets.constants import IGNORE_INDEX
 
 
 def _per_image_counts(
-    logits: torch.Tensor, target: torch.Tensor, threshold: float, ignore_index: int
+    probs: torch.Tensor, target: torch.Tensor, threshold: float, ignore_index: int
 ) -> dict[str, torch.Tensor]:
     """Per-image true positives, false positives, false negatives, true and valid pixels."""
-    if logits.shape != target.shape:
+    if probs.shape != target.shape:
         raise ValueError(
-            f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ in shape"
+            f"predictions {tuple(probs.shape)} and target {tuple(target.shape)} differ in shape"
         )
     valid = target != ignore_index
-    pred = (torch.sigmoid(logits.float()) >= threshold) & valid
+    pred = (probs >= threshold) & valid
     truth = (target == 1) & valid
     dims = tuple(range(1, target.ndim))
     return {
@@ -57,7 +57,19 @@ def per_image_scores(
     `ignore_index` count for nothing. An image with empty truth scores Dice and IoU 1
     if the prediction is empty too, else 0.
     """
-    return _scores(_per_image_counts(logits, target, threshold, ignore_index))
+    return per_image_scores_from_probabilities(
+        torch.sigmoid(logits.float()), target, threshold, ignore_index
+    )
+
+
+def per_image_scores_from_probabilities(
+    probs: torch.Tensor,
+    target: torch.Tensor,
+    threshold: float = 0.5,
+    ignore_index: int = IGNORE_INDEX,
+) -> dict[str, torch.Tensor]:
+    """`per_image_scores` for probabilities, e.g. averaged over test-time augmentations."""
+    return _scores(_per_image_counts(probs, target, threshold, ignore_index))
 
 
 class BinarySegmentationMetrics(Metric):
@@ -73,17 +85,26 @@ class BinarySegmentationMetrics(Metric):
     higher_is_better = True
     full_state_update = False
 
-    def __init__(self, threshold: float = 0.5, ignore_index: int = IGNORE_INDEX, **kwargs) -> None:
+    def __init__(
+        self,
+        threshold: float = 0.5,
+        ignore_index: int = IGNORE_INDEX,
+        from_logits: bool = True,
+        **kwargs,
+    ) -> None:
         super().__init__(**kwargs)
         self.threshold = threshold
+        # False for probabilities, e.g. averaged over test-time augmentations.
+        self.from_logits = from_logits
         self.ignore_index = ignore_index
         for name in ("dice_sum", "iou_sum"):
             self.add_state(name, torch.tensor(0.0), dist_reduce_fx="sum")
         for name in ("images", "tp", "fp", "fn"):
             self.add_state(name, torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
-        counts = _per_image_counts(logits, target, self.threshold, self.ignore_index)
+    def update(self, preds: torch.Tensor, target: torch.Tensor) -> None:
+        probs = torch.sigmoid(preds.float()) if self.from_logits else preds
+        counts = _per_image_counts(probs, target, self.threshold, self.ignore_index)
         scores = _scores(counts)
         self.dice_sum += scores["dice"].sum()
         self.iou_sum += scores["iou"].sum()

@@ -213,13 +213,16 @@ class OxfordPetDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         name = self.names[index]
         image = load_image(self.root / "images" / f"{name}.jpg")
+        out = self.transform(image=image, mask=self.native_mask(name))
+        return {"image": out["image"], "mask": out["mask"].unsqueeze(0), "name": name}
+
+    def native_mask(self, name: str) -> np.ndarray:
+        """The mask of `name` at its photo's original size, before any transform."""
         trimap_path = self.root / "annotations" / "trimaps" / f"{name}.png"
         try:
-            mask = trimap_to_mask(load_trimap(trimap_path), self.boundary)
+            return trimap_to_mask(load_trimap(trimap_path), self.boundary)
         except DataError as error:
             raise DataError(f"{trimap_path}: {error}") from None
-        out = self.transform(image=image, mask=mask)
-        return {"image": out["image"], "mask": out["mask"].unsqueeze(0), "name": name}
 
     def seed_augmentations(self, seed: int) -> None:
         """Albumentations keeps its own RNG, deaf to global seeds: seed it explicitly."""

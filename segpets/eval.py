@@ -1,0 +1,136 @@
+"""`python -m segpets.eval ckpt_path=PATH`: score a checkpoint on a split of any dataset.
+
+Writes `metrics.json` (per-image and dataset-level scores) and `per_image.csv` (worst
+images first) into its run dir. With `tta=none resolution=input` the mean per-image
+Dice is exactly the `test/dice` that training reported for the same checkpoint and data.
+"""
+
+import contextlib
+import csv
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+import torch.nn.functional as F
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from rich.progress import track
+from torch.utils.data import DataLoader
+
+from segpets.cli import exit_on_user_error
+from segpets.errors import ConfigError
+from segpets.inference import check_tta, load_trained, predict_probabilities
+from segpets.metrics import BinarySegmentationMetrics, per_image_scores_from_probabilities
+
+RESOLUTIONS = ("input", "native")
+PER_IMAGE_FIELDS = ("name", "dice", "iou", "true_fraction", "pred_fraction")
+
+
+def pick_device(device: str) -> torch.device:
+    """`auto` is the GPU when there is one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def autocast(precision: Any, device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast as the run trained: bf16 for bf16-mixed, fp16 for 16-mixed (bf16 on a CPU)."""
+    text = str(precision)
+    if not text.endswith("mixed") and text not in {"16", "bf16"}:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if "bf16" in text or device.type == "cpu" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def _check_options(cfg: DictConfig) -> None:
+    check_tta(cfg.tta)
+    if cfg.resolution not in RESOLUTIONS:
+        raise ConfigError(f"resolution must be one of {list(RESOLUTIONS)}, got {cfg.resolution!r}")
+    if cfg.threshold is not None and not 0.0 < cfg.threshold < 1.0:
+        raise ConfigError(f"threshold must be in (0, 1), got {cfg.threshold}")
+
+
+def _native_views(
+    probs: torch.Tensor, names: Sequence[str], dataset: Any
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Each image's probabilities resized back to its photo's size, with the original mask."""
+    for prob, name in zip(probs, names, strict=True):
+        truth = torch.from_numpy(dataset.native_mask(name)).to(probs.device)[None, None]
+        resized = F.interpolate(
+            prob[None], size=truth.shape[-2:], mode="bilinear", align_corners=False
+        )
+        yield resized, truth
+
+
+def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Score `cfg.ckpt_path` on `cfg.split`; write metrics.json and per_image.csv."""
+    _check_options(cfg)
+    model, run = load_trained(cfg.ckpt_path, cfg, overrides)
+    device = pick_device(cfg.device)
+    model.to(device)
+    threshold = cfg.threshold if cfg.threshold is not None else run.module.threshold
+
+    datamodule = instantiate(run.data, augment=None)
+    datamodule.prepare_data()
+    dataset = datamodule.dataset(cfg.split)
+    loader = DataLoader(dataset, batch_size=run.data.batch_size, num_workers=run.data.num_workers)
+    metric = BinarySegmentationMetrics(threshold=threshold, from_logits=False).to(device)
+
+    rows: list[dict[str, Any]] = []
+    with autocast(run.trainer.precision, device):
+        for batch in track(loader, description=f"eval {cfg.split}", transient=True):
+            probs = predict_probabilities(model, batch["image"].to(device), cfg.tta).float()
+            masks = batch["mask"].to(device)
+            if cfg.resolution == "input":
+                views = [(probs, masks)]
+            else:
+                views = list(_native_views(probs, batch["name"], dataset))
+            scores: dict[str, list[float]] = {}
+            for view_probs, view_masks in views:
+                metric.update(view_probs, view_masks)
+                for key, value in per_image_scores_from_probabilities(
+                    view_probs, view_masks, threshold
+                ).items():
+                    scores.setdefault(key, []).extend(value.tolist())
+            for index, name in enumerate(batch["name"]):
+                rows.append({"name": name, **{key: scores[key][index] for key in scores}})
+
+    results = {name: float(value) for name, value in metric.compute().items()}
+    report = {
+        **results,
+        "images": len(rows),
+        "split": cfg.split,
+        "tta": cfg.tta,
+        "threshold": threshold,
+        "resolution": cfg.resolution,
+        "checkpoint": str(cfg.ckpt_path),
+        "data_root": str(run.data.root),
+    }
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+    with open(output_dir / "per_image.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=PER_IMAGE_FIELDS)
+        writer.writeheader()
+        writer.writerows(sorted(rows, key=lambda row: row["dice"]))
+    print(
+        f"{cfg.split}: {len(rows)} images, Dice {results['dice']:.4f} (mean per image), "
+        f"{results['dice_dataset']:.4f} (dataset), IoU {results['iou']:.4f}, "
+        f"precision {results['precision']:.4f}, recall {results['recall']:.4f}\n"
+        f"written: {output_dir / 'metrics.json'}, {output_dir / 'per_image.csv'}"
+    )
+    return report
+
+
+@hydra.main(version_base="1.3", config_path="../configs", config_name="eval")
+@exit_on_user_error
+def main(cfg: DictConfig) -> float:
+    return evaluate(cfg, HydraConfig.get().overrides.task)["dice"]
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""segpets.eval on a tiny trained checkpoint."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from segpets.errors import SegpetsError
+from segpets.eval import evaluate
+from tests.helpers import REPO_ROOT, compose_train
+
+
+def eval_config(tmp_path, ckpt, *overrides):
+    overrides = [f"ckpt_path={ckpt}", *overrides]
+    return compose_train(tmp_path, overrides, config_name="eval"), overrides
+
+
+def test_eval_matches_the_test_dice_training_reported(tiny_run, tmp_path):
+    trained = json.loads((tiny_run / "metrics.json").read_text())
+    cfg, overrides = eval_config(tmp_path, tiny_run / "checkpoints" / "best.ckpt")
+    report = evaluate(cfg, overrides)
+    assert report["dice"] == pytest.approx(trained["test"]["test/dice"], abs=1e-6)
+    assert report["iou"] == pytest.approx(trained["test"]["test/iou"], abs=1e-6)
+    assert report["dice_dataset"] == pytest.approx(trained["test"]["test/dice_dataset"], abs=1e-6)
+    written = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert written["images"] == 10
+    assert set(written) >= {"dice", "dice_dataset", "iou", "precision", "recall", "images"}
+
+
+def test_per_image_csv_lists_every_image_worst_first(tiny_run, tmp_path):
+    cfg, overrides = eval_config(tmp_path, tiny_run / "checkpoints" / "best.ckpt", "split=val")
+    report = evaluate(cfg, overrides)
+    with open(tmp_path / "run" / "per_image.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["name", "dice", "iou", "true_fraction", "pred_fraction"]
+    assert len(rows) == report["images"] == 3  # every 10th of 30 trainval lines
+    dice = [float(row["dice"]) for row in rows]
+    assert dice == sorted(dice)
+    assert sum(dice) / len(dice) == pytest.approx(report["dice"], abs=1e-6)
+
+
+def test_native_resolution_scores_the_original_trimaps(tiny_run, tmp_path):
+    ckpt = tiny_run / "checkpoints" / "best.ckpt"
+    cfg, overrides = eval_config(tmp_path, ckpt, "resolution=native", "tta=d4")
+    report = evaluate(cfg, overrides)
+    assert report["resolution"] == "native" and report["tta"] == "d4"
+    assert 0.0 <= report["dice"] <= 1.0
+    assert report["images"] == 10
+
+
+def test_command_line_data_overrides_replace_the_checkpoints(tiny_run, synthetic_root, tmp_path):
+    ckpt = tiny_run / "checkpoints" / "best.ckpt"
+    missing = tmp_path / "nowhere"
+    cfg, overrides = eval_config(tmp_path, ckpt, f"data.root={missing}")
+    with pytest.raises(SegpetsError, match="nowhere"):
+        evaluate(cfg, overrides)
+
+
+def test_bad_checkpoints_give_one_clear_error(tmp_path, tiny_run):
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes((tiny_run / "checkpoints" / "best.ckpt").read_bytes()[:5000])
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint")
+    for path, message in [
+        (tmp_path / "missing.ckpt", "no such file"),
+        (truncated, "not a readable PyTorch checkpoint"),
+        (text, "not a readable PyTorch checkpoint"),
+    ]:
+        cfg, overrides = eval_config(tmp_path, path)
+        with pytest.raises(SegpetsError, match=message):
+            evaluate(cfg, overrides)
+
+
+def test_a_checkpoint_of_another_model_is_named(tiny_run, tmp_path):
+    cfg, overrides = eval_config(
+        tmp_path, tiny_run / "checkpoints" / "best.ckpt", "model.widths=[8,16,32]"
+    )
+    with pytest.raises(SegpetsError, match=r"do not fit segpets\.models\.UNet"):
+        evaluate(cfg, overrides)
+
+
+@pytest.mark.slow
+def test_eval_from_the_command_line(tiny_run, tmp_path):
+    out = tmp_path / "eval"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "segpets.eval",
+            f"ckpt_path={tiny_run / 'checkpoints' / 'best.ckpt'}",
+            "tta=hflip",
+            f"hydra.run.dir={out}",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Dice" in result.stdout
+    assert json.loads((out / "metrics.json").read_text())["tta"] == "hflip"
+    missing = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "segpets.eval",
+            f"ckpt_path={tmp_path / 'nope.ckpt'}",
+            f"hydra.run.dir={out}",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode == 2
+    assert "nope.ckpt: no such file" in missing.stderr
+    assert "Traceback" not in missing.stderr
