@@ -1,7 +1,11 @@
-"""What the command-line entry points share: error reporting and config helpers."""
+"""What the command-line entry points share: error reporting and config helpers.
+
+Exit status 2 means "your input is wrong": a config Hydra cannot compose (an unknown
+group option lists the valid ones) or a `SegpetsError` (one message naming the file or
+option, what is wrong and how to fix it). Anything else is a bug and keeps its traceback.
+"""
 
 import functools
-import logging
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -10,27 +14,48 @@ from omegaconf import DictConfig, OmegaConf
 
 from segpets.errors import SegpetsError
 
-log = logging.getLogger("segpets")
-
 T = TypeVar("T")
+USER_ERROR = 2
+
+_task_started = False
+
+
+def _user_error(error: BaseException) -> SegpetsError | None:
+    """The SegpetsError behind `error`, also when Hydra's instantiate wrapped it."""
+    while error is not None:
+        if isinstance(error, SegpetsError):
+            return error
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def exit_on_user_error(task: Callable[[DictConfig], T]) -> Callable[[DictConfig], T]:
-    """Turn a `SegpetsError` into one message on stderr and exit status 2.
-
-    Bad input is the user's to fix; a traceback would only hide the message.
-    Any other exception is a bug and keeps its traceback.
-    """
+    """Decorates a Hydra task: a `SegpetsError` becomes one line on stderr and exit status 2."""
 
     @functools.wraps(task)
     def wrapper(cfg: DictConfig) -> T:
+        global _task_started
+        _task_started = True
         try:
             return task(cfg)
-        except SegpetsError as error:
-            print(f"segpets: error: {error}", file=sys.stderr)
-            raise SystemExit(2) from None
+        except Exception as error:
+            user_error = _user_error(error)
+            if user_error is None:
+                raise
+            print(f"segpets: error: {user_error}", file=sys.stderr)
+            raise SystemExit(USER_ERROR) from None
 
     return wrapper
+
+
+def run(main: Callable[[], Any]) -> None:
+    """Run a `@hydra.main` function; Hydra's own config errors exit with status 2, not 1."""
+    try:
+        main()
+    except SystemExit as exit_:
+        if exit_.code == 1 and not _task_started:
+            raise SystemExit(USER_ERROR) from None
+        raise
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:

@@ -17,11 +17,11 @@ import torch
 import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from rich.progress import track
 from torch.utils.data import DataLoader
 
-from segpets.cli import exit_on_user_error
+from segpets.cli import exit_on_user_error, run
 from segpets.errors import ConfigError
 from segpets.inference import check_tta, load_trained, predict_probabilities
 from segpets.metrics import BinarySegmentationMetrics, per_image_scores_from_probabilities
@@ -69,7 +69,9 @@ def _native_views(
 def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Score `cfg.ckpt_path` on `cfg.split`; write metrics.json and per_image.csv."""
     _check_options(cfg)
-    model, run = load_trained(cfg.ckpt_path, cfg, overrides)
+    # No ckpt_path with `model=ensemble model.checkpoints=[...]`: the members are the checkpoints.
+    ckpt_path = OmegaConf.select(cfg, "ckpt_path", throw_on_missing=False)
+    model, run = load_trained(ckpt_path, cfg, overrides)
     device = pick_device(cfg.device)
     model.to(device)
     threshold = cfg.threshold if cfg.threshold is not None else run.module.threshold
@@ -107,7 +109,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         "tta": cfg.tta,
         "threshold": threshold,
         "resolution": cfg.resolution,
-        "checkpoint": str(cfg.ckpt_path),
+        "checkpoint": str(ckpt_path) if ckpt_path else [str(c) for c in run.model.checkpoints],
         "data_root": str(run.data.root),
     }
     output_dir = Path(cfg.paths.output_dir)
@@ -133,4 +135,4 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

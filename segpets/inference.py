@@ -5,8 +5,6 @@ A segpets checkpoint carries the resolved config of the run that wrote it
 given on their command line replace the checkpoint's own.
 """
 
-import pickle
-import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,26 +22,29 @@ CONFIG_KEY = "segpets_config"
 REPLACEABLE = ("data", "augment", "model", "module", "trainer")
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's contents, or a SegpetsError saying what is wrong with the file."""
+def read_checkpoint(path: str | Path, option: str = "ckpt_path") -> dict[str, Any]:
+    """The checkpoint's contents, or a SegpetsError saying what is wrong with the file.
+
+    `option` is the command-line option that named the file, for the messages.
+    """
     path = Path(path)
     if not path.is_file():
         raise SegpetsError(
-            f"ckpt_path={path}: no such file. Pass the best.ckpt or last.ckpt of a run, "
-            "e.g. ckpt_path=logs/train/runs/<date>/<time>/checkpoints/best.ckpt"
+            f"{option}={path}: no such file. Pass the best.ckpt or last.ckpt of a run, "
+            f"e.g. {option}=logs/train/runs/<date>/<time>/checkpoints/best.ckpt"
         )
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, OSError) as error:
+    except Exception as error:  # torch.load fails in many ways on a file that is not its own
         raise SegpetsError(
-            f"ckpt_path={path}: not a readable PyTorch checkpoint (truncated or another kind "
+            f"{option}={path}: not a readable PyTorch checkpoint (truncated or another kind "
             f"of file): {str(error).splitlines()[0]}"
         ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise SegpetsError(f"ckpt_path={path}: a PyTorch file, but not a Lightning checkpoint")
+        raise SegpetsError(f"{option}={path}: a PyTorch file, but not a Lightning checkpoint")
     if CONFIG_KEY not in checkpoint:
         raise SegpetsError(
-            f"ckpt_path={path}: a Lightning checkpoint without a segpets config; only "
+            f"{option}={path}: a Lightning checkpoint without a segpets config; only "
             "checkpoints written by `python -m segpets.train` can be used here"
         )
     return checkpoint
@@ -68,9 +69,19 @@ def replace_options(
     return config
 
 
-def load_model(checkpoint: dict[str, Any], config: DictConfig, path: str | Path) -> nn.Module:
-    """The network described by `config.model`, with the checkpoint's weights, in eval mode."""
-    model = instantiate(config.model)
+def load_model(
+    checkpoint: dict[str, Any], config: DictConfig, path: str | Path, option: str = "ckpt_path"
+) -> nn.Module:
+    """The network described by `config.model`, with the checkpoint's weights, in eval mode.
+
+    `model.pretrained` is not applied: the checkpoint's weights replace it, and the
+    ImageNet file or state dict it named need not exist where the checkpoint is used.
+    A model that brings its own weights (`model=ensemble`) is used as built.
+    """
+    no_pretrained = {"pretrained": "none"} if "pretrained" in config.model else {}
+    model = instantiate(config.model, **no_pretrained)
+    if getattr(model, "weights_from_checkpoints", False):
+        return model.eval()
     state = {
         key.removeprefix("model."): value
         for key, value in checkpoint["state_dict"].items()
@@ -80,22 +91,52 @@ def load_model(checkpoint: dict[str, Any], config: DictConfig, path: str | Path)
         model.load_state_dict(state)
     except RuntimeError as error:
         raise SegpetsError(
-            f"ckpt_path={path}: its weights do not fit {config.model._target_} as configured "
+            f"{option}={path}: its weights do not fit {config.model._target_} as configured "
             f"(a checkpoint of another model, or model.* overrides that change its shape): "
             f"{str(error).splitlines()[0]}"
         ) from None
     return model.eval()
 
 
-def load_trained(
-    path: str | Path, composed: DictConfig | None = None, overrides: Sequence[str] = ()
+def model_from_checkpoint(
+    path: str | Path, option: str = "ckpt_path"
 ) -> tuple[nn.Module, DictConfig]:
-    """Model and run config from a checkpoint, with command-line `overrides` applied."""
-    checkpoint = read_checkpoint(path)
+    """Model (in eval mode) and run config from a checkpoint alone, without a composed config."""
+    checkpoint = read_checkpoint(path, option)
+    config = OmegaConf.create(checkpoint[CONFIG_KEY])
+    return load_model(checkpoint, config, path, option), config
+
+
+def ensemble_checkpoints(composed: DictConfig | None) -> list[str]:
+    """The `model.checkpoints` of a composed `model=ensemble` config, else []."""
+    if composed is None:
+        return []
+    return [str(path) for path in OmegaConf.select(composed, "model.checkpoints") or ()]
+
+
+def load_trained(
+    path: str | Path | None, composed: DictConfig | None = None, overrides: Sequence[str] = ()
+) -> tuple[nn.Module, DictConfig]:
+    """Model and run config from a checkpoint, with command-line `overrides` applied.
+
+    `path=None` with `model=ensemble model.checkpoints=[a.ckpt,...]` among the overrides
+    takes the run config (data, module, trainer) from the first member.
+    """
+    option = "ckpt_path"
+    if path is None:
+        members = ensemble_checkpoints(composed)
+        if not members:
+            raise SegpetsError(
+                "ckpt_path is missing: pass the checkpoint to use, e.g. ckpt_path=logs/train/"
+                "runs/<date>/<time>/checkpoints/best.ckpt, or several to average with "
+                "model=ensemble model.checkpoints=[a.ckpt,b.ckpt]"
+            )
+        path, option = members[0], "model.checkpoints"
+    checkpoint = read_checkpoint(path, option)
     config = OmegaConf.create(checkpoint[CONFIG_KEY])
     if composed is not None:
         config = replace_options(config, composed, overrides)
-    return load_model(checkpoint, config, path), config
+    return load_model(checkpoint, config, path, option), config
 
 
 # Test-time augmentation: pairs of (transform, inverse) on (B, C, H, W) tensors.

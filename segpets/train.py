@@ -12,12 +12,20 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import DictConfig
 
-from segpets.cli import exit_on_user_error, to_container
+from segpets.checkpointing import find_checkpoint
+from segpets.cli import exit_on_user_error, run, to_container
+from segpets.errors import ConfigError, SegpetsError
+from segpets.inference import load_model, read_checkpoint
 from segpets.module import MONITOR
+
+INTERRUPTED = 130
+"""Exit status of a run stopped by Ctrl-C or SIGTERM after saving last.ckpt."""
 
 log = logging.getLogger("segpets")
 
@@ -29,6 +37,16 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
     return [instantiate(node) for node in group.values() if node is not None]
 
 
+def _optimizer_factory(cfg: DictConfig) -> Any:
+    """The partial optimizer, tried on a dummy parameter so bad values fail now, not after setup."""
+    factory = instantiate(cfg.optimizer)
+    try:
+        factory(params=[torch.zeros(1, requires_grad=True)])
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"optimizer ({cfg.optimizer._target_}): {error}") from None
+    return factory
+
+
 def build_module(cfg: DictConfig) -> L.LightningModule:
     """The LightningModule described by `cfg`, carrying `cfg` into its checkpoints."""
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
@@ -36,7 +54,7 @@ def build_module(cfg: DictConfig) -> L.LightningModule:
         cfg.module,
         model=instantiate(cfg.model),
         loss=instantiate(cfg.loss),
-        optimizer=instantiate(cfg.optimizer),
+        optimizer=_optimizer_factory(cfg),
         scheduler=scheduler,
     )
     module.run_config = to_container(cfg)
@@ -44,7 +62,57 @@ def build_module(cfg: DictConfig) -> L.LightningModule:
 
 
 def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
-    return instantiate(cfg.data, augment=cfg.augment.train)
+    try:
+        augment = instantiate(cfg.augment.train)
+    except InstantiationException:
+        # Augmentations interpolate data options (sizes): name a bad data option first.
+        instantiate(cfg.data, augment=None)
+        raise
+    return instantiate(cfg.data, augment=augment)
+
+
+def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
+    """The Trainer, with Lightning's complaints about its options turned into ConfigErrors."""
+    check_precision(cfg.trainer)
+    try:
+        return instantiate(cfg.trainer, **kwargs)
+    except InstantiationException as error:
+        cause = error.__cause__
+        if isinstance(cause, ValueError | MisconfigurationException):
+            raise ConfigError(f"trainer: {cause}") from None
+        raise
+
+
+def check_precision(trainer_cfg: DictConfig) -> None:
+    """bf16 needs hardware support on a GPU; say so before anything is built."""
+    precision = str(trainer_cfg.get("precision"))
+    uses_gpu = (
+        trainer_cfg.get("accelerator") in {"gpu", "cuda", "auto"} and torch.cuda.is_available()
+    )
+    if precision.startswith("bf16") and uses_gpu and not torch.cuda.is_bf16_supported():
+        raise ConfigError(
+            f"trainer.precision={precision}: this GPU ({torch.cuda.get_device_name()}) cannot "
+            "compute in bfloat16; use trainer.precision=16-mixed"
+        )
+
+
+def _resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
+    """The checkpoint to resume from, checked, or None; refuses to reuse a finished run dir."""
+    if not cfg.get("ckpt_path"):
+        used = [
+            p.name for p in (output_dir / "checkpoints", output_dir / "metrics.json") if p.exists()
+        ]
+        if used:
+            raise SegpetsError(
+                f"the run dir {output_dir} already holds a run ({', '.join(used)}); segpets never "
+                "overwrites one. Resume it with ckpt_path=last (or the path of its last.ckpt), "
+                "or start a new run without hydra.run.dir"
+            )
+        return None
+    path = find_checkpoint(cfg.ckpt_path, Path(cfg.paths.log_dir) / cfg.task_name / "runs")
+    # The same checks as eval: a file, a segpets checkpoint, of this model.
+    load_model(read_checkpoint(path), cfg, path)
+    return str(path)
 
 
 def _stage_metrics(results: list[dict[str, float]]) -> dict[str, float]:
@@ -54,19 +122,27 @@ def _stage_metrics(results: list[dict[str, float]]) -> dict[str, float]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, validate and test the best checkpoint; write `metrics.json` in the run dir."""
     output_dir = Path(cfg.paths.output_dir)
+    ckpt_path = _resume_checkpoint(cfg, output_dir)
     L.seed_everything(cfg.seed, workers=True)
     torch.set_float32_matmul_precision(cfg.matmul_precision)
 
-    # Model, loss and optimizer first: their option errors surface before data is read.
+    # Model, loss, optimizer and trainer first: their option errors surface before data is read.
     module = build_module(cfg)
-    datamodule = build_datamodule(cfg)
     callbacks = _instantiate_all(cfg.get("callbacks"))
     loggers = _instantiate_all(cfg.get("logger"))
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = build_trainer(cfg, callbacks=callbacks, logger=loggers or False)
+    datamodule = build_datamodule(cfg)
     for logger in trainer.loggers:
         logger.log_hyperparams(to_container(cfg))
 
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+    except SIGTERMException:
+        print(
+            f"Stopped at epoch {trainer.current_epoch}, step {trainer.global_step}; "
+            f"resume with: python -m segpets.train ckpt_path={output_dir / 'checkpoints' / 'last.ckpt'}"
+        )
+        raise SystemExit(INTERRUPTED) from None
 
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
     best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
@@ -122,4 +198,4 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

@@ -2,8 +2,11 @@
 
 from pathlib import Path
 
+import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
+
+from segpets.losses import BCELoss
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = REPO_ROOT / "configs"
@@ -37,3 +40,20 @@ def tiny_run_overrides(data_root: Path) -> list[str]:
 
 
 TINY_UNET = ["model=unet", "model.widths=[4,8,16]"]
+
+
+class NaNAfterSteps(torch.nn.Module):
+    """BCE that turns NaN after `steps` calls in training: a run that diverges on cue."""
+
+    def __init__(self, steps: int) -> None:
+        super().__init__()
+        self.steps = steps
+        self.calls = 0
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        loss = BCELoss()(logits, target)
+        if self.training:
+            self.calls += 1
+            if self.calls > self.steps:
+                return loss * float("nan")
+        return loss

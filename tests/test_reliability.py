@@ -1,0 +1,294 @@
+"""Failing early and clearly, losing nothing, and reproducing numbers."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from segpets.callbacks import NonFiniteLossError
+from segpets.checkpointing import AtomicCheckpointIO
+from segpets.cli import _user_error
+from segpets.errors import ConfigError, SegpetsError
+from segpets.train import check_precision, train
+from tests.helpers import REPO_ROOT, TINY_UNET, compose_train, tiny_run_overrides
+
+ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
+
+
+def segpets_train(tmp_path: Path, *overrides: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "segpets.train", *overrides],
+        cwd=tmp_path,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def layout(root: Path, source: Path, *, images=True, trimaps=True, trainval=None) -> Path:
+    """A dataset folder built from links into `source`, with parts missing or replaced."""
+    (root / "annotations").mkdir(parents=True)
+    if images:
+        (root / "images").symlink_to(source / "images")
+    if trimaps:
+        (root / "annotations" / "trimaps").symlink_to(source / "annotations" / "trimaps")
+    (root / "annotations" / "test.txt").symlink_to(source / "annotations" / "test.txt")
+    trainval_file = root / "annotations" / "trainval.txt"
+    if trainval is None:
+        trainval_file.symlink_to(source / "annotations" / "trainval.txt")
+    else:
+        trainval_file.write_text(trainval)
+    return root
+
+
+def bad_input_cases(synthetic_root: Path, tiny_run: Path, tmp_path: Path) -> dict:
+    """name -> (overrides, texts the one error message must contain)."""
+    tiny = [
+        "model=unet",
+        "model.widths=[4,8,16]",
+        "trainer.max_epochs=1",
+        f"data.root={synthetic_root}",
+        "data.num_workers=0",
+    ]
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes((tiny_run / "checkpoints" / "best.ckpt").read_bytes()[:4000])
+    (tmp_path / "notes.ckpt").write_text("a text file")
+    bad_line = "cat_1 1 1\n"
+    return {
+        "missing data.root": (
+            ["data=synthetic", f"data.root={tmp_path / 'nowhere'}", "data.synthetic=null"],
+            ["nowhere", "data=synthetic"],
+        ),
+        "no images/": (
+            [f"data.root={layout(tmp_path / 'a', synthetic_root, images=False)}"],
+            ["missing images/"],
+        ),
+        "no trimaps/": (
+            [f"data.root={layout(tmp_path / 'b', synthetic_root, trimaps=False)}"],
+            ["annotations/trimaps/"],
+        ),
+        "empty split": (
+            [f"data.root={layout(tmp_path / 'c', synthetic_root, trainval='')}"],
+            ["trainval.txt", "no usable train samples"],
+        ),
+        "bad list line": (
+            [f"data.root={layout(tmp_path / 'd', synthetic_root, trainval=bad_line)}"],
+            ["trainval.txt line 1: expected 4 fields", "got 3"],
+        ),
+        "unknown model": (
+            ["model=unet3"],
+            ["Could not find 'model/unet3'", "unet", "resnet34_unet"],
+        ),
+        "negative lr": ([*tiny, "optimizer.lr=-1"], ["optimizer", "Invalid learning rate: -1"]),
+        "zero batch": (
+            [*tiny, "data.batch_size=0"],
+            ["data.batch_size must be a positive integer"],
+        ),
+        "zero size": ([*tiny, "data.image_size=0"], ["data.image_size must be a positive integer"]),
+        "tversky alpha": (
+            [*tiny, "loss=tversky", "loss.alpha=2"],
+            ["loss.alpha must be in [0, 1], got 2"],
+        ),
+        "missing ckpt": (
+            [*tiny, f"ckpt_path={tmp_path / 'gone.ckpt'}"],
+            ["gone.ckpt: no such file"],
+        ),
+        "text ckpt": (
+            [*tiny, f"ckpt_path={tmp_path / 'notes.ckpt'}"],
+            ["not a readable PyTorch checkpoint"],
+        ),
+        "truncated ckpt": (
+            [*tiny, f"ckpt_path={truncated}"],
+            ["not a readable PyTorch checkpoint"],
+        ),
+        "other model ckpt": (
+            [
+                *tiny[2:],
+                "model=resnet34_unet",
+                f"ckpt_path={tiny_run / 'checkpoints' / 'best.ckpt'}",
+            ],
+            ["do not fit segpets.models.ResNet34UNet"],
+        ),
+        "bad precision": ([*tiny, "trainer.precision=17"], ["trainer:", "precision"]),
+    }
+
+
+# One per kind of failure path: Hydra's composition, the data reader, a constructor's
+# ConfigError wrapped by Hydra's instantiate, our own checks, the checkpoint reader.
+CLI_CASES = [
+    "missing data.root",
+    "bad list line",
+    "unknown model",
+    "tversky alpha",
+    "negative lr",
+    "truncated ckpt",
+    "bad precision",
+]
+
+
+def test_bad_input_from_the_command_line_gives_one_message_and_status_2(
+    synthetic_root, tiny_run, tmp_path
+):
+    cases = bad_input_cases(synthetic_root, tiny_run, tmp_path)
+    # All at once: each process spends most of its time importing torch and Lightning.
+    runs = {}
+    for name in CLI_CASES:
+        run_dir = tmp_path / "runs" / name.replace(" ", "_")
+        runs[name] = segpets_train(tmp_path, *cases[name][0], f"hydra.run.dir={run_dir}")
+    for name in CLI_CASES:
+        _, stderr = runs[name].communicate(timeout=300)
+        assert runs[name].returncode == 2, f"{name}: exit {runs[name].returncode}\n{stderr[-2000:]}"
+        assert "Traceback" not in stderr, f"{name}:\n{stderr[-2000:]}"
+        for text in cases[name][1]:
+            assert text in stderr, f"{name}: {text!r} not in\n{stderr[-2000:]}"
+
+
+def test_every_bad_input_gives_its_clear_error_before_training(synthetic_root, tiny_run, tmp_path):
+    from hydra.errors import MissingConfigException
+
+    for name, (overrides, expected) in bad_input_cases(synthetic_root, tiny_run, tmp_path).items():
+        if name == "unknown model":
+            with pytest.raises(MissingConfigException, match="unet3"):
+                compose_train(tmp_path / name, overrides)
+            continue
+        cfg = compose_train(tmp_path / name.replace(" ", "_"), overrides)
+        with pytest.raises(Exception) as error:
+            train(cfg)
+        message = str(_user_error(error.value))
+        for text in expected:
+            assert text in message, f"{name}: {text!r} not in {message!r}"
+        assert not (tmp_path / name.replace(" ", "_") / "run" / "checkpoints").exists(), name
+
+
+def test_bf16_on_a_gpu_without_it_is_refused(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda: "Tesla T4")
+    with pytest.raises(ConfigError, match=r"\(Tesla T4\) cannot compute in bfloat16"):
+        check_precision({"precision": "bf16-mixed", "accelerator": "gpu"})
+    check_precision({"precision": "16-mixed", "accelerator": "gpu"})
+
+
+def test_sigterm_saves_last_ckpt_and_the_run_resumes_in_place(synthetic_root, tmp_path):
+    run_dir = tmp_path / "run"
+    common = [
+        f"data.root={synthetic_root}",
+        "data=synthetic",
+        "data.synthetic=null",
+        "data.num_workers=0",
+        "data.image_size=64",
+        "data.batch_size=2",
+        "model.widths=[4,8,16]",
+        "callbacks.progress_bar=null",
+        "callbacks.model_summary=null",
+    ]
+    process = segpets_train(tmp_path, *common, "trainer.max_epochs=50", f"hydra.run.dir={run_dir}")
+    last = run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while not last.exists() and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    assert last.exists(), process.communicate()[1][-2000:]
+    time.sleep(0.3)  # into the next epoch
+    process.send_signal(signal.SIGTERM)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "resume with: python -m segpets.train ckpt_path=" in stdout
+    saved = torch.load(last, map_location="cpu", weights_only=False)
+    assert 0 < saved["global_step"] and saved["epoch"] < 49
+    assert not list(run_dir.glob("checkpoints/.*.tmp"))
+
+    resumed = segpets_train(
+        tmp_path, *common, f"trainer.max_epochs={saved['epoch'] + 2}", f"ckpt_path={last}"
+    )
+    stdout, stderr = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, stderr[-3000:]
+    metrics = json.loads((run_dir / "metrics.json").read_text())  # the same run dir
+    assert metrics["global_step"] > saved["global_step"]
+    final = torch.load(last, map_location="cpu", weights_only=False)
+    assert final["global_step"] == metrics["global_step"]
+    # The optimizer and scheduler went on from their saved state, not from scratch.
+    assert final["optimizer_states"][0]["state"][0]["step"] == final["global_step"]
+    assert final["lr_schedulers"][0]["last_epoch"] == final["global_step"]
+    # One TensorBoard run, written to by both processes.
+    assert len(list((run_dir / "tensorboard").glob("events.out.tfevents.*"))) >= 2
+
+
+def test_resume_last_finds_the_newest_run(tiny_run, tmp_path):
+    from segpets.checkpointing import find_checkpoint, resume_dir
+
+    runs = tiny_run.parent
+    assert find_checkpoint("last", runs) == tiny_run / "checkpoints" / "last.ckpt"
+    assert resume_dir("last", str(runs), "new") == str(tiny_run)
+    assert resume_dir(None, str(runs), "new") == "new"
+    assert resume_dir(str(tmp_path / "typo.ckpt"), str(runs), "new") == "new"
+    with pytest.raises(SegpetsError, match="ckpt_path=last: no run under"):
+        find_checkpoint("last", tmp_path)
+
+
+def test_a_diverging_run_stops_with_its_step_and_keeps_finite_checkpoints(synthetic_root, tmp_path):
+    cfg = compose_train(
+        tmp_path,
+        [
+            *tiny_run_overrides(synthetic_root),
+            *TINY_UNET,
+            "trainer.max_epochs=5",
+            "loss._target_=tests.helpers.NaNAfterSteps",
+            "+loss.steps=9",
+            "~loss.terms",
+            "~loss.weights",
+        ],
+    )
+    with pytest.raises(
+        NonFiniteLossError, match=r"NaN or infinite at step \d+ \(epoch 1\)"
+    ) as error:
+        train(cfg)
+    assert "optimizer.lr" in str(error.value) and "gradient_clip_val" in str(error.value)
+    for name in ("best.ckpt", "last.ckpt"):
+        checkpoint = torch.load(tmp_path / "run" / "checkpoints" / name, weights_only=False)
+        assert checkpoint["epoch"] == 0
+        assert all(torch.isfinite(v).all() for v in checkpoint["state_dict"].values())
+
+
+def test_a_finished_run_dir_is_never_overwritten(tiny_run, tmp_path):
+    cfg = compose_train(tmp_path, [f"paths.output_dir={tiny_run}"])
+    before = (tiny_run / "metrics.json").read_text()
+    with pytest.raises(SegpetsError, match="already holds a run"):
+        train(cfg)
+    assert (tiny_run / "metrics.json").read_text() == before
+
+
+def test_the_same_seed_gives_the_same_metrics(synthetic_root, tmp_path):
+    results = []
+    for name in ("first", "second"):
+        cfg = compose_train(
+            tmp_path / name,
+            [*tiny_run_overrides(synthetic_root), *TINY_UNET, "trainer.max_epochs=2", "seed=7"],
+        )
+        results.append(train(cfg))
+    assert results[0]["val"] == results[1]["val"]
+    assert results[0]["test"] == results[1]["test"]
+    assert results[0]["seed"] == 7
+
+
+def test_a_kill_during_a_checkpoint_write_leaves_the_old_file(tmp_path, monkeypatch):
+    path = tmp_path / "last.ckpt"
+    io = AtomicCheckpointIO()
+    io.save_checkpoint({"step": 1}, path)
+
+    def dies_halfway(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        io.save_checkpoint({"step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=True) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
