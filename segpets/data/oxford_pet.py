@@ -47,8 +47,14 @@ _UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 def parse_list_file(path: str | Path) -> list[str]:
     """Sample names of an official list file, in file order; `#` and blank lines skipped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise DataError(
+            f'{path} is not a text list file ({error}); expected lines "{LIST_FORMAT}"'
+        ) from None
     names = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         fields = line.split()
