@@ -5,7 +5,6 @@ images first) into its run dir. With `tta=none resolution=input` the mean per-im
 Dice is exactly the `test/dice` that training reported for the same checkpoint and data.
 """
 
-import contextlib
 import csv
 import json
 from collections.abc import Iterator, Sequence
@@ -23,27 +22,11 @@ from torch.utils.data import DataLoader
 
 from segpets.cli import exit_on_user_error, run
 from segpets.errors import ConfigError
-from segpets.inference import check_tta, load_trained, predict_probabilities
+from segpets.inference import autocast, check_tta, load_trained, pick_device, predict_probabilities
 from segpets.metrics import BinarySegmentationMetrics, per_image_scores_from_probabilities
 
 RESOLUTIONS = ("input", "native")
 PER_IMAGE_FIELDS = ("name", "dice", "iou", "true_fraction", "pred_fraction")
-
-
-def pick_device(device: str) -> torch.device:
-    """`auto` is the GPU when there is one, else the CPU."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def autocast(precision: Any, device: torch.device) -> contextlib.AbstractContextManager:
-    """Autocast as the run trained: bf16 for bf16-mixed, fp16 for 16-mixed (bf16 on a CPU)."""
-    text = str(precision)
-    if not text.endswith("mixed") and text not in {"16", "bf16"}:
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if "bf16" in text or device.type == "cpu" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def _check_options(cfg: DictConfig) -> None:

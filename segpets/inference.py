@@ -5,6 +5,7 @@ A segpets checkpoint carries the resolved config of the run that wrote it
 given on their command line replace the checkpoint's own.
 """
 
+import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -76,11 +77,13 @@ def load_model(
 
     `model.pretrained` is not applied: the checkpoint's weights replace it, and the
     ImageNet file or state dict it named need not exist where the checkpoint is used.
-    A model that brings its own weights (`model=ensemble`) is used as built.
+    A model that brings its own weights (`model=ensemble` over a member's checkpoint)
+    is used as built.
     """
     no_pretrained = {"pretrained": "none"} if "pretrained" in config.model else {}
     model = instantiate(config.model, **no_pretrained)
-    if getattr(model, "weights_from_checkpoints", False):
+    stored = OmegaConf.select(OmegaConf.create(checkpoint[CONFIG_KEY]), "model._target_")
+    if getattr(model, "weights_from_checkpoints", False) and stored != config.model._target_:
         return model.eval()
     state = {
         key.removeprefix("model."): value
@@ -137,6 +140,33 @@ def load_trained(
     if composed is not None:
         config = replace_options(config, composed, overrides)
     return load_model(checkpoint, config, path, option), config
+
+
+def pick_device(name: str) -> torch.device:
+    """`auto` is the GPU when there is one, else the CPU; a device not on this machine is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device must be auto, cpu, cuda, cuda:N or mps, got {name!r}") from None
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+    }
+    if not available.get(device.type, False):
+        raise ConfigError(f"device={name}: not available on this machine; use device=auto or cpu")
+    return device
+
+
+def autocast(precision: Any, device: torch.device) -> contextlib.AbstractContextManager:
+    """Autocast as the run trained: bf16 for bf16-mixed, fp16 for 16-mixed (bf16 on a CPU)."""
+    text = str(precision)
+    if not text.endswith("mixed") and text not in {"16", "bf16"}:
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if "bf16" in text or device.type == "cpu" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 # Test-time augmentation: pairs of (transform, inverse) on (B, C, H, W) tensors.

@@ -6,23 +6,30 @@ thin Hydra shell around it and returns `val/dice` for sweepers to optimize.
 
 import json
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from segpets.checkpointing import find_checkpoint
+from segpets.checkpointing import find_checkpoint, resume_dir
 from segpets.cli import exit_on_user_error, run, to_container
 from segpets.errors import ConfigError, SegpetsError
 from segpets.inference import load_model, read_checkpoint
 from segpets.module import MONITOR
+from segpets.report import hparam_metrics, hparams_of
+
+# Hydra resolves the run dir (configs/hydra/resumable.yaml) before any task code runs.
+OmegaConf.register_new_resolver("segpets.run_dir", resume_dir, use_cache=True, replace=True)
 
 INTERRUPTED = 130
 """Exit status of a run stopped by Ctrl-C or SIGTERM after saving last.ckpt."""
@@ -133,8 +140,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = build_trainer(cfg, callbacks=callbacks, logger=loggers or False)
     datamodule = build_datamodule(cfg)
     for logger in trainer.loggers:
-        logger.log_hyperparams(to_container(cfg))
+        if not isinstance(logger, TensorBoardLogger):  # TensorBoard gets them with results
+            logger.log_hyperparams(to_container(cfg))
 
+    started = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
     except SIGTERMException:
@@ -150,6 +159,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     score_ckpt = best or None
     metrics: dict[str, Any] = {
         "seed": cfg.seed,
+        "choices": _choices(),
+        "overrides": _overrides(),
+        "parameters": sum(p.numel() for p in module.model.parameters()),
+        "train_seconds": round(time.perf_counter() - started, 2),
         "output_dir": str(output_dir),
         "best_checkpoint": best,
         "last_checkpoint": checkpoint.last_model_path if checkpoint else None,
@@ -164,10 +177,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics["test"] = _stage_metrics(
             trainer.test(module, datamodule=datamodule, ckpt_path=score_ckpt, verbose=False)
         )
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):  # its HPARAMS tab: one row per run
+            logger.log_hyperparams(hparams_of(metrics, cfg), metrics=hparam_metrics(metrics))
     if trainer.is_global_zero:
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         _print_summary(metrics, output_dir)
     return metrics
+
+
+def _choices() -> dict[str, str]:
+    """The option picked in each config group (model: unet, ...), when run through Hydra."""
+    if not HydraConfig.initialized():
+        return {}
+    return {
+        k: str(v) for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")
+    }
+
+
+def _overrides() -> list[str]:
+    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
 
 
 def _epoch_of(checkpoint_path: str | None) -> int | None:

@@ -1,0 +1,144 @@
+"""Multirun sweeps from the command line, the comparison report, and DDP on two CPU processes."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import REPO_ROOT
+
+ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+
+
+def tiny(synthetic_root):
+    return [
+        "data=synthetic",
+        f"data.root={synthetic_root}",
+        "data.synthetic=null",
+        "data.num_workers=0",
+        "data.image_size=64",
+        "data.batch_size=4",
+        "model.widths=[4,8,16]",
+        "trainer.max_epochs=2",
+        "callbacks.progress_bar=null",
+        "callbacks.model_summary=null",
+    ]
+
+
+@pytest.mark.slow
+def test_a_two_run_sweep_then_the_report(synthetic_root, tmp_path):
+    sweep_dir = tmp_path / "sweep"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "segpets.train",
+            "-m",
+            *tiny(synthetic_root),
+            "model.upsample=deconv,bilinear",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    runs = sorted(p.parent for p in sweep_dir.glob("*/metrics.json"))
+    assert [run.name for run in runs] == ["0", "1"]
+    for run in runs:
+        assert (run / "checkpoints" / "best.ckpt").is_file()
+        assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    upsamples = {json.loads((run / "metrics.json").read_text())["overrides"][-1] for run in runs}
+    assert upsamples == {"model.upsample=deconv", "model.upsample=bilinear"}
+
+    # An unfinished run (no metrics.json) is listed, not dropped.
+    (sweep_dir / "2" / ".hydra").mkdir(parents=True)
+    (sweep_dir / "2" / ".hydra" / "config.yaml").write_text("model: {upsample: deconv}\n")
+    report = subprocess.run(
+        [sys.executable, "-m", "segpets.report", str(sweep_dir)],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert report.returncode == 0, report.stderr[-3000:]
+    with open(sweep_dir / "report.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3
+    assert {
+        "model",
+        "loss",
+        "upsample",
+        "augment",
+        "precision",
+        "epochs",
+        "parameters",
+        "best_val_dice",
+        "best_epoch",
+        "test_dice",
+        "test_dice_dataset",
+        "test_iou",
+        "lowest_val_loss_epoch",
+        "train_seconds",
+        "status",
+    } <= set(rows[0])
+    finished = [row for row in rows if row["status"] == "finished"]
+    assert {row["upsample"] for row in finished} == {"deconv", "bilinear"}
+    assert [row["status"] for row in rows].count("unfinished or failed") == 1
+    dice = [float(row["best_val_dice"]) for row in finished]
+    assert dice == sorted(dice, reverse=True)
+    assert all(
+        int(row["parameters"]) > 0 and row["lowest_val_loss_epoch"] != "" for row in finished
+    )
+    markdown = (sweep_dir / "report.md").read_text()
+    assert "**" in markdown and markdown.count("\n|") == 2 + 3
+    png = sweep_dir / "curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_ddp_on_two_cpu_processes_matches_one_process(synthetic_root, tmp_path):
+    run_dir = tmp_path / "ddp"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "segpets.train",
+            *tiny(synthetic_root),
+            "trainer=ddp_sim",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    # One TensorBoard log, all written by rank zero (its pid is in every file name).
+    events = list((run_dir / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and len({path.name.split(".")[4] for path in events}) == 1
+    assert not list(tmp_path.glob("logs"))  # the second process wrote into the same run dir
+    ddp = json.loads((run_dir / "metrics.json").read_text())
+    single = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "segpets.eval",
+            f"ckpt_path={ddp['best_checkpoint']}",
+            "trainer=cpu",
+            f"hydra.run.dir={tmp_path / 'eval'}",
+        ],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert evaluated["images"] == 10
+    for name in ("dice", "iou", "dice_dataset"):
+        assert ddp["test"][f"test/{name}"] == pytest.approx(evaluated[name], abs=1e-4)
