@@ -25,6 +25,7 @@ from segpets.checkpointing import find_checkpoint, resume_dir
 from segpets.cli import exit_on_user_error, run, to_container
 from segpets.errors import ConfigError, SegpetsError
 from segpets.inference import load_model, read_checkpoint
+from segpets.models import encoder_callbacks
 from segpets.module import MONITOR
 from segpets.report import hparam_metrics, hparams_of
 
@@ -135,7 +136,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
     # Model, loss, optimizer and trainer first: their option errors surface before data is read.
     module = build_module(cfg)
-    callbacks = _instantiate_all(cfg.get("callbacks"))
+    callbacks = [*_instantiate_all(cfg.get("callbacks")), *encoder_callbacks(module.model)]
     loggers = _instantiate_all(cfg.get("logger"))
     trainer = build_trainer(cfg, callbacks=callbacks, logger=loggers or False)
     datamodule = build_datamodule(cfg)

@@ -32,8 +32,16 @@ GROUPS = [
 
 
 @pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)])
-def test_every_option_composes_and_instantiates(group, option, tmp_path):
-    cfg = compose_train(tmp_path, [f"{group}={option}"])
+def test_every_option_composes_and_instantiates(group, option, tmp_path, request):
+    overrides = [f"{group}={option}"]
+    if (group, option) == ("model", "smp"):
+        pytest.importorskip(
+            "segmentation_models_pytorch", reason='optional extra: pip install -e ".[smp]"'
+        )
+    if (group, option) == ("model", "ensemble"):
+        best = request.getfixturevalue("tiny_run") / "checkpoints" / "best.ckpt"
+        overrides.append(f"model.checkpoints=[{best}]")
+    cfg = compose_train(tmp_path, overrides)
     OmegaConf.resolve(cfg)  # every interpolation resolves
     if group in {"callbacks", "logger"}:
         objects = [instantiate(node) for node in cfg[group].values() if node is not None]

@@ -60,20 +60,55 @@ def upsample_block(name: str) -> type[nn.Module]:
     return UPSAMPLE_BLOCKS[name]
 
 
+class AttentionGate(nn.Module):
+    """Additive attention gate of Oktay et al. (2018), "Attention U-Net".
+
+    Weighs each pixel of a skip `x` by psi = sigmoid(conv1x1(relu(Wg g + Wx x))), where
+    the gating signal `g` is the decoder feature one level coarser. As in the paper, Wx
+    is a 2x2 stride-2 convolution that brings `x` to `g`'s resolution, so the attention
+    map is computed at the coarse scale and upsampled bilinearly to the skip's size.
+    """
+
+    def __init__(
+        self, gate_channels: int, skip_channels: int, inter_channels: int | None = None
+    ) -> None:
+        super().__init__()
+        inter_channels = inter_channels or max(skip_channels // 2, 1)
+        self.skip_proj = nn.Conv2d(
+            skip_channels, inter_channels, kernel_size=2, stride=2, bias=False
+        )
+        self.gate_proj = nn.Conv2d(gate_channels, inter_channels, kernel_size=1)
+        self.psi = nn.Conv2d(inter_channels, 1, kernel_size=1)
+
+    def attention(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The map psi (B, 1, H, W) in (0, 1) at the skip's resolution."""
+        psi = self.psi(F.relu(self.skip_proj(x) + self.gate_proj(g))).sigmoid()
+        return F.interpolate(psi, scale_factor=2.0, mode="bilinear", align_corners=False)
+
+    def forward(self, g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return x * self.attention(g, x)
+
+
 class UpBlock(nn.Module):
     """Decoder stage: upsample to `out_channels`, concatenate the encoder skip, DoubleConv.
 
-    `skip_channels=0` makes a stage without skip (the last ResNet34UNet stage).
+    `skip_channels=0` makes a stage without skip (the last ResNet34UNet stage). A `gate`
+    (an AttentionGate, set by AttentionUNet) reweighs the skip first, gated by the
+    block's input; without one the block is the plain U-Net stage.
     """
 
     def __init__(
         self, in_channels: int, skip_channels: int, out_channels: int, upsample: str = "deconv"
     ) -> None:
         super().__init__()
+        self.in_channels, self.skip_channels = in_channels, skip_channels
+        self.gate: nn.Module | None = None
         self.up = upsample_block(upsample)(in_channels, out_channels)
         self.conv = DoubleConv(out_channels + skip_channels, out_channels)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
+        if skip is not None and self.gate is not None:
+            skip = self.gate(x, skip)
         x = self.up(x)
         if skip is not None:
             x = torch.cat([x, skip], dim=1)

