@@ -85,7 +85,10 @@ class SegmentationModule(L.LightningModule):
 
     def _log_epoch_metrics(self, stage: str) -> None:
         # The metric reduces its sums across processes itself; Lightning must not again.
-        values = {f"{stage}/{name}": value for name, value in self.metrics[f"{stage}_metrics"].compute().items()}
+        values = {
+            f"{stage}/{name}": value
+            for name, value in self.metrics[f"{stage}_metrics"].compute().items()
+        }
         self.log(f"{stage}/dice", values.pop(f"{stage}/dice"), prog_bar=stage != "test")
         self.log_dict(values)
         self.metrics[f"{stage}_metrics"].reset()
