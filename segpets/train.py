@@ -107,6 +107,8 @@ def check_precision(trainer_cfg: DictConfig) -> None:
 def _resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
     """The checkpoint to resume from, checked, or None; refuses to reuse a finished run dir."""
     if not cfg.get("ckpt_path"):
+        if list(output_dir.glob("hpc_ckpt_*.ckpt")):
+            return None  # a requeued SLURM job: Lightning resumes from its own checkpoint
         used = [
             p.name for p in (output_dir / "checkpoints", output_dir / "metrics.json") if p.exists()
         ]

@@ -84,3 +84,23 @@ def test_command_line_overrides_reach_the_objects(tmp_path: Path):
     assert module.loss.terms["tversky"].alpha == 0.7
     assert module.optimizer_factory(params=module.parameters()).param_groups[0]["lr"] == 0.01
     assert cfg.trainer.precision == 16
+
+
+@pytest.mark.parametrize("launcher", ["joblib", "slurm"])
+def test_sweep_launchers_compose(launcher):
+    from hydra import compose, initialize_config_dir
+
+    plugin = "joblib" if launcher == "joblib" else "submitit"
+    pytest.importorskip(
+        f"hydra_plugins.hydra_{plugin}_launcher", reason='optional extra: pip install -e ".[sweep]"'
+    )
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(
+            "train",
+            overrides=[f"hydra/launcher={launcher}", "trainer=ddp"],
+            return_hydra_config=True,
+        )
+    assert cfg.hydra.launcher._target_.endswith("Launcher")
+    if launcher == "slurm":
+        assert cfg.hydra.launcher.gpus_per_node == cfg.hydra.launcher.tasks_per_node
+        assert cfg.hydra.launcher.partition and cfg.hydra.launcher.timeout_min > 0

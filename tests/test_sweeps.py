@@ -39,6 +39,9 @@ def test_a_two_run_sweep_then_the_report(synthetic_root, tmp_path):
             "-m",
             *tiny(synthetic_root),
             "model.upsample=deconv,bilinear",
+            # Both jobs at once, in two processes.
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
             f"hydra.sweep.dir={sweep_dir}",
         ],
         cwd=tmp_path,
