@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from omegaconf import OmegaConf
 
 from tests.helpers import REPO_ROOT
 
@@ -145,3 +146,32 @@ def test_ddp_on_two_cpu_processes_matches_one_process(synthetic_root, tmp_path):
     assert evaluated["images"] == 10
     for name in ("dice", "iou", "dice_dataset"):
         assert ddp["test"][f"test/{name}"] == pytest.approx(evaluated[name], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_a_two_trial_optuna_search(synthetic_root, tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason='pip install -e ".[sweep]"')
+    sweep_dir = tmp_path / "optuna"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "segpets.train",
+            "hparams_search=optuna",
+            *tiny(synthetic_root),
+            "trainer.max_epochs=1",
+            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.sampler.n_startup_trials=2",
+            f"hydra.sweep.dir={sweep_dir}",
+        ],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/metrics.json"))]
+    assert len(trials) == 2
+    assert all(any(o.startswith("optimizer.lr=") for o in t["overrides"]) for t in trials)
+    best = OmegaConf.load(sweep_dir / "optimization_results.yaml")
+    assert best.best_value == pytest.approx(max(t["val"]["val/dice"] for t in trials))
