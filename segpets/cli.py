@@ -7,12 +7,12 @@ option, what is wrong and how to fix it). Anything else is a bug and keeps its t
 
 import functools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 
-from segpets.errors import SegpetsError
+from segpets.errors import ConfigError, SegpetsError
 
 T = TypeVar("T")
 USER_ERROR = 2
@@ -56,6 +56,13 @@ def run(main: Callable[[], Any]) -> None:
         if exit_.code == 1 and not _task_started:
             raise SystemExit(USER_ERROR) from None
         raise
+
+
+def require_options(cfg: DictConfig, keys: Sequence[str], usage: str) -> None:
+    """A ConfigError with the command's usage for mandatory options left out."""
+    missing = [key for key in keys if OmegaConf.is_missing(cfg, key) or cfg[key] is None]
+    if missing:
+        raise ConfigError(f"{', '.join(missing)} must be given: {usage}")
 
 
 def to_container(cfg: DictConfig) -> dict[str, Any]:

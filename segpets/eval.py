@@ -22,7 +22,14 @@ from torch.utils.data import DataLoader
 
 from segpets.cli import exit_on_user_error, run
 from segpets.errors import ConfigError
-from segpets.inference import autocast, check_tta, load_trained, pick_device, predict_probabilities
+from segpets.inference import (
+    autocast,
+    check_threshold,
+    check_tta,
+    load_trained,
+    pick_device,
+    predict_probabilities,
+)
 from segpets.metrics import BinarySegmentationMetrics, per_image_scores_from_probabilities
 
 RESOLUTIONS = ("input", "native")
@@ -33,8 +40,7 @@ def _check_options(cfg: DictConfig) -> None:
     check_tta(cfg.tta)
     if cfg.resolution not in RESOLUTIONS:
         raise ConfigError(f"resolution must be one of {list(RESOLUTIONS)}, got {cfg.resolution!r}")
-    if cfg.threshold is not None and not 0.0 < cfg.threshold < 1.0:
-        raise ConfigError(f"threshold must be in (0, 1), got {cfg.threshold}")
+    check_threshold(cfg.threshold)
 
 
 def _native_views(

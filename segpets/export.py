@@ -36,10 +36,9 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 import segpets
-from segpets.cli import exit_on_user_error, run, to_container
+from segpets.cli import exit_on_user_error, require_options, run, to_container
 from segpets.errors import ConfigError, SegpetsError
 from segpets.inference import load_trained
-from segpets.predict import require_options
 
 USAGE = "python -m segpets.export ckpt_path=RUN/checkpoints/best.ckpt format=onnx output=FILE"
 INPUT_NAME, OUTPUT_NAME = "images", "logits"

@@ -205,6 +205,16 @@ def check_tta(tta: str) -> None:
         raise ConfigError(f"tta must be one of {sorted(TTA)}, got {tta!r}")
 
 
+def check_threshold(threshold: Any) -> None:
+    """`threshold=` of eval and predict: a probability in (0, 1), or null for the checkpoint's."""
+    if threshold is not None and not (
+        isinstance(threshold, int | float) and not isinstance(threshold, bool) and 0 < threshold < 1
+    ):
+        raise ConfigError(
+            f"threshold must be in (0, 1), or null for the checkpoint's, got {threshold!r}"
+        )
+
+
 @torch.no_grad()
 def predict_probabilities(
     model: nn.Module, images: torch.Tensor, tta: str = "none"

@@ -39,9 +39,9 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.utils import make_grid
 
 from segpets.callbacks import triptychs
-from segpets.cli import exit_on_user_error, run
+from segpets.cli import exit_on_user_error, require_options, run
 from segpets.data.oxford_pet import (
-    _UNREADABLE,
+    UNREADABLE,
     check_boundary,
     load_image,
     load_trimap,
@@ -49,7 +49,14 @@ from segpets.data.oxford_pet import (
 )
 from segpets.data.transforms import eval_transform
 from segpets.errors import ConfigError, DataError, SegpetsError
-from segpets.inference import autocast, check_tta, load_trained, pick_device, predict_probabilities
+from segpets.inference import (
+    autocast,
+    check_threshold,
+    check_tta,
+    load_trained,
+    pick_device,
+    predict_probabilities,
+)
 from segpets.metrics import per_image_scores_from_probabilities
 
 USAGE = "python -m segpets.predict ckpt_path=RUN/checkpoints/best.ckpt input=PHOTOS output_dir=DIR"
@@ -192,7 +199,7 @@ class PhotoDataset(Dataset):
         photo = Photo(self.paths[index], self.names[index])
         try:
             photo.image = load_image(photo.path)
-        except _UNREADABLE as error:
+        except UNREADABLE as error:
             photo.error = _unreadable_reason(error)
             return photo
         photo.tensor = self.transform(image=photo.image)["image"]
@@ -209,7 +216,7 @@ class PhotoDataset(Dataset):
             if trimap.shape != size:
                 return None, f"{trimap_path} has shape {trimap.shape}, the image {size}"
             return trimap_to_mask(trimap, self.boundary), None
-        except _UNREADABLE as error:
+        except UNREADABLE as error:
             return None, f"{trimap_path} is unreadable: {error}"
         except DataError as error:
             return None, f"{trimap_path}: {error}"
@@ -305,26 +312,13 @@ class PredictionWriter(AbstractContextManager):
 # ---------------------------------------------------------------------------- running
 
 
-def require_options(cfg: DictConfig, keys: Sequence[str], usage: str) -> None:
-    """A ConfigError with the command's usage for mandatory options left out."""
-    missing = [key for key in keys if OmegaConf.is_missing(cfg, key) or cfg[key] is None]
-    if missing:
-        raise ConfigError(f"{', '.join(missing)} must be given: {usage}")
-
-
 def _check_options(cfg: DictConfig) -> None:
     check_tta(cfg.tta)
     for key, low in (("batch_size", 1), ("num_workers", 0)):
         value = cfg[key]
         if not isinstance(value, int) or isinstance(value, bool) or value < low:
             raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}")
-    threshold = cfg.threshold
-    if threshold is not None and not (
-        isinstance(threshold, int | float) and not isinstance(threshold, bool) and 0 < threshold < 1
-    ):
-        raise ConfigError(
-            f"threshold must be in (0, 1), or null for the checkpoint's, got {threshold!r}"
-        )
+    check_threshold(cfg.threshold)
     if cfg.trimaps is not None and not Path(cfg.trimaps).is_dir():
         raise ConfigError(f"trimaps={cfg.trimaps}: no such folder")
 

@@ -1,6 +1,7 @@
 """Oxford-IIIT Pet (or its synthetic stand-in) as a LightningDataModule.
 
-`prepare_data` (one process per node) downloads or generates the files; `setup` (every
+`prepare_data` (one process per node) downloads or generates the files, and with
+`cache=True` builds the decoded-image cache (segpets/data/cache.py); `setup` (every
 process) reads the lists, checks the files and reports the samples it leaves out in one
 warning. Call `prepare_data()` before `setup()` when using it outside a Trainer.
 """
@@ -17,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, get_worker_info
 
 from segpets.constants import IMAGENET_MEAN, IMAGENET_STD
+from segpets.data.cache import CachedOxfordPetDataset, DecodedImageCache, cache_size
 from segpets.data.download import download_oxford_pet
 from segpets.data.oxford_pet import SPLITS, OxfordPetDataset, check_boundary
 from segpets.data.synthetic import SyntheticPets
@@ -38,6 +40,8 @@ class OxfordPetDataModule(L.LightningDataModule):
     Train uses `augment` (default: resize only) and eval splits resize to
     image_size x image_size; both end with Normalize(mean, std) and ToTensorV2.
     With `synthetic`, `prepare_data` writes that generator's dataset to `root`.
+    With `cache`, samples are read from squares of cache_size(image_size) pixels decoded
+    once into `cache_dir`, and used only while they match the files (else decoded again).
     """
 
     def __init__(
@@ -55,6 +59,8 @@ class OxfordPetDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         persistent_workers: bool = True,
         synthetic: SyntheticPets | None = None,
+        cache: bool = False,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         _check_int("data.image_size", image_size, 1)
@@ -74,6 +80,10 @@ class OxfordPetDataModule(L.LightningDataModule):
                 "data.download=true and data.synthetic both set: synthetic data is generated, "
                 "not downloaded; drop one of them"
             )
+        if cache and not cache_dir:
+            raise ConfigError(
+                "data.cache=true needs data.cache_dir, the folder for the decoded images"
+            )
         self.root = Path(root)
         self.image_size = image_size
         self.batch_size = batch_size
@@ -86,6 +96,7 @@ class OxfordPetDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.persistent_workers = persistent_workers
         self.synthetic = synthetic
+        self.cache = DecodedImageCache(root, cache_dir, cache_size(image_size)) if cache else None
         # Built now so that a bad augment config fails before any data is read.
         self.train_transform = train_transform(augment, image_size, self.mean, self.std)
         self.eval_transform = eval_transform(image_size, self.mean, self.std)
@@ -96,6 +107,8 @@ class OxfordPetDataModule(L.LightningDataModule):
             self.synthetic.write(self.root)
         elif self.download:
             download_oxford_pet(self.root)
+        if self.cache is not None:
+            self.cache.build()
 
     def setup(self, stage: str | None = None) -> None:
         """Build the splits `stage` needs ("fit": train and val; None: all three)."""
@@ -137,11 +150,18 @@ class OxfordPetDataModule(L.LightningDataModule):
     def _build(self, splits: Sequence[str]) -> None:
         """Read and check the splits not built yet; one warning for all left-out samples."""
         new = [split for split in splits if split not in self._datasets]
+        manifest = self._fresh_cache_manifest() if new else None
         for split in new:
             transform = self.train_transform if split == "train" else self.eval_transform
-            self._datasets[split] = OxfordPetDataset(
-                self.root, split, self.boundary, transform, self.val_every
-            )
+            if manifest is None:
+                dataset = OxfordPetDataset(
+                    self.root, split, self.boundary, transform, self.val_every
+                )
+            else:
+                dataset = CachedOxfordPetDataset(
+                    self.cache, manifest, split, self.boundary, transform, self.val_every
+                )
+            self._datasets[split] = dataset
         skipped = [item for split in new for item in self._datasets[split].skipped]
         if skipped:
             listed = len(skipped) + sum(len(self._datasets[split]) for split in new)
@@ -153,6 +173,19 @@ class OxfordPetDataModule(L.LightningDataModule):
                 f"Left out {len(skipped)} of {listed} samples listed for {'/'.join(new)} in "
                 f"{self.root} because their files are missing or unreadable: {shown}{more}"
             )
+
+    def _fresh_cache_manifest(self) -> dict | None:
+        """The cache's manifest if it matches the files; None (and a warning) if stale."""
+        if self.cache is None:
+            return None
+        manifest = self.cache.fresh_manifest()
+        if manifest is None:
+            rank_zero_warn(
+                f"data.cache=true, but the decoded-image cache {self.cache.path} is missing or "
+                "stale (built from other files or sizes; prepare_data builds it): decoding "
+                "the files instead"
+            )
+        return manifest
 
 
 def _seed_worker(worker_id: int) -> None:

@@ -42,7 +42,7 @@ BOUNDARY_LUTS = {
 BOUNDARIES = tuple(BOUNDARY_LUTS)
 
 # PIL's ways of saying "this file is not a (complete) image".
-_UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 def parse_list_file(path: str | Path) -> list[str]:
@@ -149,14 +149,14 @@ def _check_sample(root: Path, name: str) -> str | None:
             size = image.size
             image.draft(image.mode, (max(1, size[0] // 8), max(1, size[1] // 8)))
             image.load()
-    except _UNREADABLE as error:
+    except UNREADABLE as error:
         return f"image unreadable: {image_path} ({error})"
     try:
         with Image.open(trimap_path) as trimap:
             trimap.load()
             bands, trimap_size = trimap.getbands(), trimap.size
             extrema = trimap.getextrema() if len(bands) == 1 else None
-    except _UNREADABLE as error:
+    except UNREADABLE as error:
         return f"trimap unreadable: {trimap_path} ({error})"
     if trimap_size != size:
         return f"trimap is {trimap_size[0]}x{trimap_size[1]}, image {size[0]}x{size[1]}"
