@@ -1,5 +1,8 @@
 """Composing segpets configs in tests, the way `python -m segpets.train` does."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -57,3 +60,14 @@ class NaNAfterSteps(torch.nn.Module):
             if self.calls > self.steps:
                 return loss * float("nan")
         return loss
+
+
+def run_segpets(app: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`python -m segpets.<app> args...` as a user types it, from `cwd`."""
+    return subprocess.run(
+        [sys.executable, "-m", f"segpets.{app}", *args],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        capture_output=True,
+        text=True,
+    )

@@ -2,15 +2,12 @@
 
 import csv
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 
 from segpets.errors import SegpetsError
 from segpets.eval import evaluate
-from tests.helpers import REPO_ROOT, compose_train
+from tests.helpers import compose_train, run_segpets
 
 
 def eval_config(tmp_path, ckpt, *overrides):
@@ -85,35 +82,21 @@ def test_a_checkpoint_of_another_model_is_named(tiny_run, tmp_path):
 @pytest.mark.slow
 def test_eval_from_the_command_line(tiny_run, tmp_path):
     out = tmp_path / "eval"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "segpets.eval",
-            f"ckpt_path={tiny_run / 'checkpoints' / 'best.ckpt'}",
-            "tta=hflip",
-            f"hydra.run.dir={out}",
-        ],
+    result = run_segpets(
+        "eval",
+        f"ckpt_path={tiny_run / 'checkpoints' / 'best.ckpt'}",
+        "tta=hflip",
+        f"hydra.run.dir={out}",
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Dice" in result.stdout
     assert json.loads((out / "metrics.json").read_text())["tta"] == "hflip"
-    missing = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "segpets.eval",
-            f"ckpt_path={tmp_path / 'nope.ckpt'}",
-            f"hydra.run.dir={out}",
-        ],
+    missing = run_segpets(
+        "eval",
+        f"ckpt_path={tmp_path / 'nope.ckpt'}",
+        f"hydra.run.dir={out}",
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
     )
     assert missing.returncode == 2
     assert "nope.ckpt: no such file" in missing.stderr

@@ -3,8 +3,6 @@
 import hashlib
 import json
 import os
-import subprocess
-import sys
 
 import albumentations as A
 import numpy as np
@@ -18,7 +16,7 @@ from segpets.errors import ConfigError, SegpetsError
 from segpets.export import export, write_atomically
 from segpets.inference import load_trained
 from segpets.predict import mask_at_size, predict
-from tests.helpers import REPO_ROOT, compose_train
+from tests.helpers import compose_train, run_segpets
 
 # Consumers of the TorchScript file call torch.jit.load, deprecated since torch 2.9.
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.*` is deprecated:FutureWarning")
@@ -172,19 +170,12 @@ def test_an_interrupted_write_leaves_the_old_file(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_export_from_the_command_line(ckpt, tmp_path):
     output = tmp_path / "deploy" / "nested" / "pets.pt"  # folders that do not exist yet
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "segpets.export",
-            f"ckpt_path={ckpt}",
-            "format=torchscript",
-            f"output={output}",
-        ],
+    result = run_segpets(
+        "export",
+        f"ckpt_path={ckpt}",
+        "format=torchscript",
+        f"output={output}",
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"exported torchscript to {output}" in result.stdout

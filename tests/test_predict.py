@@ -2,9 +2,6 @@
 
 import csv
 import hashlib
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +16,7 @@ from segpets.errors import ConfigError, SegpetsError
 from segpets.inference import load_trained, predict_probabilities
 from segpets.models import UNet
 from segpets.predict import mask_at_size, output_names, predict
-from tests.helpers import REPO_ROOT, compose_train
+from tests.helpers import compose_train, run_segpets
 
 GOOD = ["Abyssinian_1", "Abyssinian_10", "Abyssinian_34", "Abyssinian_5"]  # 34: GIF, 5: RGBA PNG
 BAD = ["Abyssinian_100.mat", "broken.jpg", "notes.txt"]
@@ -94,21 +91,14 @@ def test_cli_predicts_the_readable_photos_and_reports_the_rest(
     out = tmp_path / "out"
     before = {"tmp": sorted(p.name for p in tmp_path.iterdir()), "photos": checksums(photos)}
     trimaps = sample_root / "annotations" / "trimaps"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "segpets.predict",
-            f"ckpt_path={ckpt}",
-            "input=photos",
-            "output_dir=out",
-            f"trimaps={trimaps}",
-            f"threshold={threshold}",
-        ],
+    result = run_segpets(
+        "predict",
+        f"ckpt_path={ckpt}",
+        "input=photos",
+        "output_dir=out",
+        f"trimaps={trimaps}",
+        f"threshold={threshold}",
         cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
-        capture_output=True,
-        text=True,
     )
     assert result.returncode == 1, result.stderr[-3000:]
     assert "predicted 4 images into out; skipped 3 files" in result.stdout

@@ -2,16 +2,11 @@
 
 import csv
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 from omegaconf import OmegaConf
 
-from tests.helpers import REPO_ROOT
-
-ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+from tests.helpers import run_segpets
 
 
 def tiny(synthetic_root):
@@ -32,23 +27,16 @@ def tiny(synthetic_root):
 @pytest.mark.slow
 def test_a_two_run_sweep_then_the_report(synthetic_root, tmp_path):
     sweep_dir = tmp_path / "sweep"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "segpets.train",
-            "-m",
-            *tiny(synthetic_root),
-            "model.upsample=deconv,bilinear",
-            # Both jobs at once, in two processes.
-            "hydra/launcher=joblib",
-            "hydra.launcher.n_jobs=2",
-            f"hydra.sweep.dir={sweep_dir}",
-        ],
+    result = run_segpets(
+        "train",
+        "-m",
+        *tiny(synthetic_root),
+        "model.upsample=deconv,bilinear",
+        # Both jobs at once, in two processes.
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        f"hydra.sweep.dir={sweep_dir}",
         cwd=tmp_path,
-        env=ENV,
-        capture_output=True,
-        text=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     runs = sorted(p.parent for p in sweep_dir.glob("*/metrics.json"))
@@ -62,13 +50,7 @@ def test_a_two_run_sweep_then_the_report(synthetic_root, tmp_path):
     # An unfinished run (no metrics.json) is listed, not dropped.
     (sweep_dir / "2" / ".hydra").mkdir(parents=True)
     (sweep_dir / "2" / ".hydra" / "config.yaml").write_text("model: {upsample: deconv}\n")
-    report = subprocess.run(
-        [sys.executable, "-m", "segpets.report", str(sweep_dir)],
-        cwd=tmp_path,
-        env=ENV,
-        capture_output=True,
-        text=True,
-    )
+    report = run_segpets("report", str(sweep_dir), cwd=tmp_path)
     assert report.returncode == 0, report.stderr[-3000:]
     with open(sweep_dir / "report.csv") as f:
         rows = list(csv.DictReader(f))
@@ -107,19 +89,12 @@ def test_a_two_run_sweep_then_the_report(synthetic_root, tmp_path):
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes_matches_one_process(synthetic_root, tmp_path):
     run_dir = tmp_path / "ddp"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "segpets.train",
-            *tiny(synthetic_root),
-            "trainer=ddp_sim",
-            f"hydra.run.dir={run_dir}",
-        ],
+    result = run_segpets(
+        "train",
+        *tiny(synthetic_root),
+        "trainer=ddp_sim",
+        f"hydra.run.dir={run_dir}",
         cwd=tmp_path,
-        env=ENV,
-        capture_output=True,
-        text=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     # One TensorBoard log, all written by rank zero (its pid is in every file name).
@@ -127,19 +102,12 @@ def test_ddp_on_two_cpu_processes_matches_one_process(synthetic_root, tmp_path):
     assert events and len({path.name.split(".")[4] for path in events}) == 1
     assert not list(tmp_path.glob("logs"))  # the second process wrote into the same run dir
     ddp = json.loads((run_dir / "metrics.json").read_text())
-    single = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "segpets.eval",
-            f"ckpt_path={ddp['best_checkpoint']}",
-            "trainer=cpu",
-            f"hydra.run.dir={tmp_path / 'eval'}",
-        ],
+    single = run_segpets(
+        "eval",
+        f"ckpt_path={ddp['best_checkpoint']}",
+        "trainer=cpu",
+        f"hydra.run.dir={tmp_path / 'eval'}",
         cwd=tmp_path,
-        env=ENV,
-        capture_output=True,
-        text=True,
     )
     assert single.returncode == 0, single.stderr[-3000:]
     evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
@@ -152,22 +120,15 @@ def test_ddp_on_two_cpu_processes_matches_one_process(synthetic_root, tmp_path):
 def test_a_two_trial_optuna_search(synthetic_root, tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper", reason='pip install -e ".[sweep]"')
     sweep_dir = tmp_path / "optuna"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "segpets.train",
-            "hparams_search=optuna",
-            *tiny(synthetic_root),
-            "trainer.max_epochs=1",
-            "hydra.sweeper.n_trials=2",
-            "hydra.sweeper.sampler.n_startup_trials=2",
-            f"hydra.sweep.dir={sweep_dir}",
-        ],
+    result = run_segpets(
+        "train",
+        "hparams_search=optuna",
+        *tiny(synthetic_root),
+        "trainer.max_epochs=1",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+        f"hydra.sweep.dir={sweep_dir}",
         cwd=tmp_path,
-        env=ENV,
-        capture_output=True,
-        text=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     trials = [json.loads(p.read_text()) for p in sorted(sweep_dir.glob("*/metrics.json"))]

@@ -2,15 +2,12 @@
 
 import csv
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 
 from segpets.train import train
-from tests.helpers import REPO_ROOT, TINY_UNET, compose_train, tiny_run_overrides
+from tests.helpers import TINY_UNET, compose_train, run_segpets, tiny_run_overrides
 
 
 @pytest.mark.parametrize("upsample", ["deconv", "bilinear"])
@@ -91,10 +88,8 @@ def test_training_learns_two_batches_by_heart(synthetic_root, tmp_path):
 @pytest.mark.slow
 def test_quickstart_from_the_command_line(synthetic_root, tmp_path):
     run_dir = tmp_path / "quickstart"
-    command = [
-        sys.executable,
-        "-m",
-        "segpets.train",
+    result = run_segpets(
+        "train",
         "experiment=quickstart",
         f"data.root={synthetic_root}",
         "data.synthetic=null",
@@ -104,9 +99,8 @@ def test_quickstart_from_the_command_line(synthetic_root, tmp_path):
         "trainer.max_epochs=2",
         f"paths.data_dir={tmp_path / 'data'}",
         f"hydra.run.dir={run_dir}",
-    ]
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "test Dice (mean per image)" in result.stdout
     assert (run_dir / "checkpoints" / "best.ckpt").is_file()
