@@ -374,11 +374,11 @@ class Workload:
             if scheduler is not None:
                 scheduler.step()
 
-        def counted() -> None:
+        def forward_backward_only() -> None:
             forward_backward()
             optimizer.zero_grad(set_to_none=True)
 
-        return step, counted
+        return step, forward_backward_only
 
     def _segpets_model(self) -> nn.Module:
         return self._seeded(lambda: instantiate(self.cfg.model))
@@ -458,6 +458,8 @@ class Workload:
         """smp.Unet("resnet34", encoder_weights=None, classes=1), trained as `plain` is."""
         if importlib.util.find_spec("segmentation_models_pytorch") is None:
             return {"status": "not installed (pip install segmentation-models-pytorch)"}
+        if self.cfg.data.image_size % 32:
+            return {"status": "skipped: smp.Unet needs sides divisible by 32"}
         import segmentation_models_pytorch as smp
 
         def build() -> nn.Module:
@@ -574,6 +576,8 @@ def data_section(cfg: DictConfig) -> dict[str, Any]:
     """Samples per second of the train dataset in this process, i.e. per loader worker:
     decode (or cache read), augment, normalise, to tensor; no collation."""
     root = data_root(cfg)
+    if root != Path(cfg.data.root):
+        log.info(f"data.root {cfg.data.root} holds no dataset: the data section reads {root}")
     results: dict[str, Any] = {"root": str(root), "image_size": cfg.data.image_size}
     for augment in AUGMENTS:
         transforms = augment_preset(augment, cfg.data.image_size)
