@@ -19,18 +19,15 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from segpets.checkpointing import find_checkpoint, resume_dir
+from segpets.checkpointing import find_checkpoint
 from segpets.cli import exit_on_user_error, run, to_container
 from segpets.errors import ConfigError, SegpetsError
 from segpets.inference import load_model, read_checkpoint
 from segpets.models import encoder_callbacks
 from segpets.module import MONITOR
 from segpets.report import hparam_metrics, hparams_of
-
-# Hydra resolves the run dir (configs/hydra/resumable.yaml) before any task code runs.
-OmegaConf.register_new_resolver("segpets.run_dir", resume_dir, use_cache=True, replace=True)
 
 INTERRUPTED = 130
 """Exit status of a run stopped by Ctrl-C or SIGTERM after saving last.ckpt."""

@@ -97,6 +97,8 @@ def test_onnx_predicts_the_mask_segpets_predict_writes(exported, ckpt, sample_ro
         f"input={photo}",
         f"output_dir={tmp_path / 'out'}",
         f"threshold={threshold}",
+        # The exported graph runs in float32; so must predict, not under the run's bf16 autocast.
+        "trainer.precision=32-true",
     ]
     predict(compose_train(tmp_path, overrides, config_name="predict"), overrides)
     written = np.asarray(Image.open(tmp_path / "out" / "masks" / "Abyssinian_1.png"))
