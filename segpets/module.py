@@ -37,6 +37,7 @@ class SegmentationModule(L.LightningModule):
         threshold: float = 0.5,
         ignore_index: int = IGNORE_INDEX,
         channels_last: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.model = model
@@ -53,6 +54,9 @@ class SegmentationModule(L.LightningModule):
         )
         if channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
+        if compile:
+            # In place: the state dict keeps its keys, so checkpoints load without compiling.
+            self.model.compile()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         if self.channels_last:

@@ -109,3 +109,15 @@ def test_quickstart_from_the_command_line(synthetic_root, tmp_path):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert 0.0 <= metrics["test"]["test/dice"] <= 1.0
     assert (run_dir / ".hydra" / "config.yaml").is_file()
+
+
+def test_compiled_module_checkpoints_load_uncompiled(synthetic_root, tmp_path):
+    from segpets.train import build_module
+
+    cfg = compose_train(
+        tmp_path, [*tiny_run_overrides(synthetic_root), *TINY_UNET, "module.compile=true"]
+    )
+    module = build_module(cfg)
+    plain = build_module(compose_train(tmp_path, [*tiny_run_overrides(synthetic_root), *TINY_UNET]))
+    assert module.model._compiled_call_impl is not None
+    assert module.state_dict().keys() == plain.state_dict().keys()
