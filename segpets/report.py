@@ -96,6 +96,12 @@ def read_curves(run: Path) -> dict[str, list[tuple[int, float]]]:
             for event in events.Scalars(name) if name in tags else []:
                 if event.step in epoch_at:
                     curves[name][epoch_at[event.step]] = event.value
+    # train.py validates the best checkpoint once more after fit, logged at epoch
+    # max_epochs: that point is not part of the curve.
+    trained = set(curves["train/loss_epoch"]) | set(curves["train/dice"])
+    if trained:
+        for name in ("val/loss", "val/dice"):
+            curves[name] = {e: v for e, v in curves[name].items() if e <= max(trained)}
     return {name: sorted(values.items()) for name, values in curves.items()}
 
 

@@ -44,6 +44,18 @@ def test_a_two_run_sweep_then_the_report(synthetic_root, tmp_path):
     for run in runs:
         assert (run / "checkpoints" / "best.ckpt").is_file()
         assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    # TensorBoard's HPARAMS tab: each run's overrides beside its final metrics.
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    summaries = {
+        value.tag: value
+        for path in (runs[0] / "tensorboard").glob("events.out.tfevents.*")
+        for event in EventFileLoader(str(path)).Load()
+        for value in event.summary.value
+    }
+    session = summaries["_hparams_/session_start_info"].metadata.plugin_data
+    assert session.plugin_name == "hparams" and b"model.upsample=deconv" in session.content
+    assert {"hp/val_dice", "hp/test_dice", "hp/test_iou"} <= set(summaries)
     upsamples = {json.loads((run / "metrics.json").read_text())["overrides"][-1] for run in runs}
     assert upsamples == {"model.upsample=deconv", "model.upsample=bilinear"}
 
@@ -114,6 +126,20 @@ def test_ddp_on_two_cpu_processes_matches_one_process(synthetic_root, tmp_path):
     assert evaluated["images"] == 10
     for name in ("dice", "iou", "dice_dataset"):
         assert ddp["test"][f"test/{name}"] == pytest.approx(evaluated[name], abs=1e-4)
+    # Val has 3 images for 2 processes: equal only if no sample is repeated to even them out.
+    val = run_segpets(
+        "eval",
+        f"ckpt_path={ddp['best_checkpoint']}",
+        "split=val",
+        "trainer=cpu",
+        f"hydra.run.dir={tmp_path / 'eval_val'}",
+        cwd=tmp_path,
+    )
+    assert val.returncode == 0, val.stderr[-3000:]
+    evaluated = json.loads((tmp_path / "eval_val" / "metrics.json").read_text())
+    assert evaluated["images"] == 3
+    for name in ("dice", "iou", "dice_dataset"):
+        assert ddp["val"][f"val/{name}"] == pytest.approx(evaluated[name], abs=1e-4)
 
 
 @pytest.mark.slow

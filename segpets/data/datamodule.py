@@ -14,6 +14,7 @@ import albumentations as A
 import lightning as L
 import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from lightning.pytorch.utilities import rank_zero_warn
 from torch.utils.data import DataLoader, get_worker_info
 
@@ -136,10 +137,19 @@ class OxfordPetDataModule(L.LightningDataModule):
 
     def _loader(self, dataset: OxfordPetDataset, train: bool) -> DataLoader:
         workers = self.num_workers > 0
+        sampler = None
+        trainer = self.trainer
+        if not train and trainer is not None and trainer.world_size > 1:
+            # Each process scores a disjoint share and none is repeated (Lightning's own
+            # sampler pads with repeats), so synced metrics equal one process's.
+            sampler = UnrepeatedDistributedSampler(
+                dataset, num_replicas=trainer.world_size, rank=trainer.global_rank, shuffle=False
+            )
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
             shuffle=train,
+            sampler=sampler,
             drop_last=train and len(dataset) > self.batch_size,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
