@@ -5,7 +5,6 @@ thin Hydra shell around it and returns `val/dice` for sweepers to optimize.
 """
 
 import json
-import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -31,8 +30,6 @@ from segpets.report import hparam_metrics, hparams_of
 
 INTERRUPTED = 130
 """Exit status of a run stopped by Ctrl-C or SIGTERM after saving last.ckpt."""
-
-log = logging.getLogger("segpets")
 
 
 def _instantiate_all(group: DictConfig | None) -> list[Any]:
@@ -154,9 +151,8 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         raise SystemExit(INTERRUPTED) from None
 
     checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    # A fast_dev_run saves no checkpoint (None): val and test then score the weights in memory.
     best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
-    # A fast_dev_run saves no checkpoint: score the weights in memory instead.
-    score_ckpt = best or None
     metrics: dict[str, Any] = {
         "seed": cfg.seed,
         "choices": _choices(),
@@ -171,11 +167,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "global_step": trainer.global_step,
     }
     metrics["val"] = _stage_metrics(
-        trainer.validate(module, datamodule=datamodule, ckpt_path=score_ckpt, verbose=False)
+        trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
     )
     if cfg.get("test"):
         metrics["test"] = _stage_metrics(
-            trainer.test(module, datamodule=datamodule, ckpt_path=score_ckpt, verbose=False)
+            trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
         )
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):  # its HPARAMS tab: one row per run
