@@ -264,3 +264,17 @@ def test_seed_everything_makes_augmentation_reproducible(synthetic_root: Path, n
 
     assert torch.equal(first_batches(7), first_batches(7))
     assert not torch.equal(first_batches(7), first_batches(8))
+
+
+def test_loaders_pin_memory_only_when_batches_go_to_a_gpu(synthetic_root):
+    from types import SimpleNamespace
+
+    datamodule = OxfordPetDataModule(str(synthetic_root), image_size=64, num_workers=0)
+    assert datamodule.val_dataloader().pin_memory is False
+    for device, pinned in (("cuda", True), ("cpu", False)):
+        datamodule.trainer = SimpleNamespace(
+            strategy=SimpleNamespace(root_device=torch.device(device)), world_size=1
+        )
+        assert datamodule.val_dataloader().pin_memory is pinned
+    forced = OxfordPetDataModule(str(synthetic_root), image_size=64, num_workers=0, pin_memory=True)
+    assert forced.val_dataloader().pin_memory is True

@@ -57,7 +57,7 @@ class OxfordPetDataModule(L.LightningDataModule):
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
         val_every: int = 10,
-        pin_memory: bool = False,
+        pin_memory: bool | None = None,
         persistent_workers: bool = True,
         synthetic: SyntheticPets | None = None,
         cache: bool = False,
@@ -152,10 +152,16 @@ class OxfordPetDataModule(L.LightningDataModule):
             sampler=sampler,
             drop_last=train and len(dataset) > self.batch_size,
             num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
+            pin_memory=self._pin_memory(),
             persistent_workers=self.persistent_workers and workers,
             worker_init_fn=_seed_worker if workers else None,
         )
+
+    def _pin_memory(self) -> bool:
+        """`pin_memory=None`: pinned host memory when batches go to a GPU, where it speeds the copy."""
+        if self.pin_memory is not None:
+            return self.pin_memory
+        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
 
     def _build(self, splits: Sequence[str]) -> None:
         """Read and check the splits not built yet; one warning for all left-out samples."""
