@@ -6,22 +6,12 @@ import json
 import pytest
 from omegaconf import OmegaConf
 
-from tests.helpers import run_segpets
+from tests.helpers import TINY_UNET, run_segpets, tiny_run_overrides
 
 
 def tiny(synthetic_root):
-    return [
-        "data=synthetic",
-        f"data.root={synthetic_root}",
-        "data.synthetic=null",
-        "data.num_workers=0",
-        "data.image_size=64",
-        "data.batch_size=4",
-        "model.widths=[4,8,16]",
-        "trainer.max_epochs=2",
-        "callbacks.progress_bar=null",
-        "callbacks.model_summary=null",
-    ]
+    """A two-epoch run of a tiny UNet, as command-line overrides."""
+    return [*tiny_run_overrides(synthetic_root), *TINY_UNET, "trainer.max_epochs=2"]
 
 
 @pytest.mark.slow
