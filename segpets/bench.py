@@ -43,9 +43,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from segpets.cli import exit_on_user_error
+from segpets.cli import exit_on_user_error, run
 from segpets.data.oxford_pet import check_layout
 from segpets.errors import ConfigError, DataError
+from segpets.inference import autocast_dtype
 from segpets.train import build_module
 
 log = logging.getLogger("segpets")
@@ -134,18 +135,14 @@ def _device(cfg: DictConfig) -> torch.device:
     return torch.device("cpu")
 
 
-def autocast_dtype(precision: object, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype of a Lightning precision string; None for float32."""
+def checked_autocast_dtype(precision: object, device: torch.device) -> torch.dtype | None:
+    """`autocast_dtype`, for the precisions the bench knows how to time."""
     name = str(precision)
-    if name in {"32", "32-true"}:
-        return None
-    if name in {"bf16", "bf16-mixed"}:
-        return torch.bfloat16
-    if name in {"16", "16-mixed"}:  # Lightning runs 16-mixed as bf16-mixed on a CPU
-        return torch.float16 if device.type == "cuda" else torch.bfloat16
-    raise ConfigError(
-        f"segpets.bench times trainer.precision 32-true, bf16-mixed or 16-mixed, got {name!r}"
-    )
+    if name not in {"32", "32-true", "bf16", "bf16-mixed", "16", "16-mixed"}:
+        raise ConfigError(
+            f"segpets.bench times trainer.precision 32-true, bf16-mixed or 16-mixed, got {name!r}"
+        )
+    return autocast_dtype(name, device)
 
 
 def _settings(cfg: DictConfig, device: torch.device, workload: "Workload") -> dict[str, Any]:
@@ -320,7 +317,7 @@ class Workload:
     def __init__(self, cfg: DictConfig, device: torch.device) -> None:
         self.cfg = cfg
         self.device = device
-        self.dtype = autocast_dtype(cfg.trainer.precision, device)
+        self.dtype = checked_autocast_dtype(cfg.trainer.precision, device)
         self.channels_last = bool(cfg.module.get("channels_last", False))
         self.steps, self.warmup = cfg.steps, cfg.warmup
         size, batch = cfg.data.image_size, cfg.data.batch_size
@@ -709,4 +706,4 @@ def _print_table(results: dict[str, Any], output: Path) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

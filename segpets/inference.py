@@ -160,12 +160,21 @@ def pick_device(name: str) -> torch.device:
     return device
 
 
+def autocast_dtype(precision: Any, device: torch.device) -> torch.dtype | None:
+    """The dtype Lightning autocasts to for a `trainer.precision`; None where it does not."""
+    name = str(precision)
+    if name in {"bf16", "bf16-mixed"}:
+        return torch.bfloat16
+    if name in {"16", "16-mixed"}:  # Lightning runs 16-mixed as bf16-mixed on a CPU
+        return torch.float16 if device.type == "cuda" else torch.bfloat16
+    return None
+
+
 def autocast(precision: Any, device: torch.device) -> contextlib.AbstractContextManager:
-    """Autocast as the run trained: bf16 for bf16-mixed, fp16 for 16-mixed (bf16 on a CPU)."""
-    text = str(precision)
-    if not text.endswith("mixed") and text not in {"16", "bf16"}:
+    """Autocast as the run trained, so eval and predict compute what training's test did."""
+    dtype = autocast_dtype(precision, device)
+    if dtype is None:
         return contextlib.nullcontext()
-    dtype = torch.bfloat16 if "bf16" in text or device.type == "cpu" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 

@@ -13,8 +13,8 @@ import torch
 from segpets.bench import (
     SECTIONS,
     Workload,
-    autocast_dtype,
     bench,
+    checked_autocast_dtype,
     count_host_syncs,
     data_root,
 )
@@ -144,12 +144,12 @@ def test_sync_counter_counts_and_restores():
 
 def test_precisions_map_to_autocast():
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert autocast_dtype("32-true", cpu) is None
-    assert autocast_dtype("bf16-mixed", cpu) == torch.bfloat16
-    assert autocast_dtype(16, cpu) == torch.bfloat16  # as Lightning does on a CPU
-    assert autocast_dtype("16-mixed", cuda) == torch.float16
+    assert checked_autocast_dtype("32-true", cpu) is None
+    assert checked_autocast_dtype("bf16-mixed", cpu) == torch.bfloat16
+    assert checked_autocast_dtype(16, cpu) == torch.bfloat16  # as Lightning does on a CPU
+    assert checked_autocast_dtype("16-mixed", cuda) == torch.float16
     with pytest.raises(ConfigError, match="precision"):
-        autocast_dtype("64-true", cpu)
+        checked_autocast_dtype("64-true", cpu)
 
 
 @pytest.mark.parametrize(
