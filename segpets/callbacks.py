@@ -7,7 +7,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -173,3 +173,23 @@ class SaveOnInterrupt(L.Callback):
             path = Path(checkpoint.dirpath) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}.ckpt"
             trainer.save_checkpoint(path)
             rank_zero_info(f"Saved {path} at step {trainer.global_step}")
+
+
+class ProgressBar(RichProgressBar):
+    """Lightning's rich progress bar, reading the logged values every `metrics_every_n_steps`.
+
+    Reading a logged tensor for display is a host sync; Lightning's bar does it after
+    every batch, which stalls a GPU's queue once per step. In between, the last values
+    stay on screen.
+    """
+
+    def __init__(self, metrics_every_n_steps: int = 10, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.metrics_every_n_steps = metrics_every_n_steps
+        self._shown: dict[str, Any] = {}
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        due = not trainer.training or trainer.global_step % self.metrics_every_n_steps == 0
+        if due or not self._shown:
+            self._shown = super().get_metrics(trainer, pl_module)
+        return self._shown

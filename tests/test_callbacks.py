@@ -26,3 +26,29 @@ def test_triptychs_lay_out_image_prediction_truth():
     assert panels[2, :, :3, :2].eq(1).all() and panels[2, :, :3, 2:].eq(0).all()
     assert panels[2, :, 3, 3].eq(0.5).all()  # ignored pixels are grey
     assert panels[5, :, 3, 3].eq(0.5).all()
+
+
+def test_the_progress_bar_reads_logged_values_only_every_n_steps():
+    from types import SimpleNamespace
+
+    from segpets.callbacks import ProgressBar
+
+    reads = []
+
+    class Trainer(SimpleNamespace):
+        @property
+        def progress_bar_metrics(self):
+            reads.append(self.global_step)
+            return {"train/loss": float(self.global_step)}
+
+    bar = ProgressBar(metrics_every_n_steps=5)
+    trainer = Trainer(training=True, global_step=0, loggers=[])
+    shown = []
+    for step in range(12):
+        trainer.global_step = step
+        shown.append(bar.get_metrics(trainer, None)["train/loss"])
+    assert reads == [0, 5, 10]
+    assert shown == [0.0] * 5 + [5.0] * 5 + [10.0] * 2
+    trainer.training = False  # validation: always the current values
+    trainer.global_step = 11
+    assert bar.get_metrics(trainer, None)["train/loss"] == 11.0
