@@ -104,32 +104,21 @@ def test_ddp_on_two_cpu_processes_matches_one_process(synthetic_root, tmp_path):
     assert events and len({path.name.split(".")[4] for path in events}) == 1
     assert not list(tmp_path.glob("logs"))  # the second process wrote into the same run dir
     ddp = json.loads((run_dir / "metrics.json").read_text())
-    single = run_segpets(
-        "eval",
-        f"ckpt_path={ddp['best_checkpoint']}",
-        "trainer=cpu",
-        f"hydra.run.dir={tmp_path / 'eval'}",
-        cwd=tmp_path,
-    )
-    assert single.returncode == 0, single.stderr[-3000:]
-    evaluated = json.loads((tmp_path / "eval" / "metrics.json").read_text())
-    assert evaluated["images"] == 10
-    for name in ("dice", "iou", "dice_dataset"):
-        assert ddp["test"][f"test/{name}"] == pytest.approx(evaluated[name], abs=1e-4)
     # Val has 3 images for 2 processes: equal only if no sample is repeated to even them out.
-    val = run_segpets(
-        "eval",
-        f"ckpt_path={ddp['best_checkpoint']}",
-        "split=val",
-        "trainer=cpu",
-        f"hydra.run.dir={tmp_path / 'eval_val'}",
-        cwd=tmp_path,
-    )
-    assert val.returncode == 0, val.stderr[-3000:]
-    evaluated = json.loads((tmp_path / "eval_val" / "metrics.json").read_text())
-    assert evaluated["images"] == 3
-    for name in ("dice", "iou", "dice_dataset"):
-        assert ddp["val"][f"val/{name}"] == pytest.approx(evaluated[name], abs=1e-4)
+    for split, images in (("test", 10), ("val", 3)):
+        single = run_segpets(
+            "eval",
+            f"ckpt_path={ddp['best_checkpoint']}",
+            f"split={split}",
+            "trainer=cpu",
+            f"hydra.run.dir={tmp_path / split}",
+            cwd=tmp_path,
+        )
+        assert single.returncode == 0, single.stderr[-3000:]
+        evaluated = json.loads((tmp_path / split / "metrics.json").read_text())
+        assert evaluated["images"] == images
+        for name in ("dice", "iou", "dice_dataset"):
+            assert ddp[split][f"{split}/{name}"] == pytest.approx(evaluated[name], abs=1e-4)
 
 
 @pytest.mark.slow
