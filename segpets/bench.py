@@ -34,6 +34,7 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -47,11 +48,12 @@ from segpets.cli import exit_on_user_error, run
 from segpets.data.oxford_pet import check_layout
 from segpets.errors import ConfigError, DataError
 from segpets.inference import autocast_dtype
-from segpets.train import build_module
+from segpets.runtime import configure_runtime
+from segpets.train import build_datamodule, build_module
 
 log = logging.getLogger("segpets")
 
-SECTIONS = ("peak", "train", "plain", "lightning", "smp", "inference", "data")
+SECTIONS = ("peak", "train", "plain", "lightning", "smp", "inference", "loader", "data")
 AUGMENTS = ("none", "basic", "strong")
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 SAMPLE_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "oxford-iiit-pet-sample"
@@ -77,7 +79,7 @@ def main(cfg: DictConfig) -> None:
 def bench(cfg: DictConfig) -> dict[str, Any]:
     """Run the configured sections; write `cfg.output` (JSON) and print a table."""
     sections = _check_options(cfg)
-    torch.set_float32_matmul_precision(cfg.matmul_precision)
+    configure_runtime(cfg)
     device = _device(cfg)
     workload = Workload(cfg, device)
     results: dict[str, Any] = {"settings": _settings(cfg, device, workload)}
@@ -87,18 +89,22 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
         peak = results["peak"]["gflops"]
     if "train" in sections:
         results["train"] = workload.cost()
-    if "plain" in sections:
-        results["plain"] = workload.plain(peak)
-    if "lightning" in sections:
-        results["lightning"] = workload.lightning(peak)
-        if "plain" in results:
-            results["lightning"]["ratio_to_plain"] = (
-                results["lightning"]["ms_median"] / results["plain"]["ms_median"]
-            )
+    loops = [name for name in ("plain", "lightning") if name in sections]
     if "smp" in sections:
-        results["smp"] = workload.smp(peak)
+        results["smp"] = workload.smp_status()
+        if results["smp"]["status"] == "ok":
+            loops.append("smp")
+    results.update(workload.loops(loops, cfg.rounds, peak))
+    if "plain" in loops and "lightning" in loops:
+        results["lightning"]["ratio_to_plain"] = (
+            results["lightning"]["ms_median"] / results["plain"]["ms_median"]
+        )
+    if "plain" in loops and "smp" in loops:
+        results["smp"]["plain_gflops_ratio"] = results["plain"]["gflops"] / results["smp"]["gflops"]
     if "inference" in sections:
         results["inference"] = workload.inference(peak)
+    if "loader" in sections:
+        results["loader"] = workload.loader(peak, data_root(cfg))
     if "data" in sections:
         results["data"] = data_section(cfg)
     results["peak_rss_mb"] = _peak_rss_mb()
@@ -115,7 +121,7 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _check_options(cfg: DictConfig) -> list[str]:
-    checks = [("steps", 1), ("warmup", 0), ("data_images", 1)]
+    checks = [("steps", 1), ("warmup", 0), ("rounds", 1), ("data_images", 1)]
     checks += [(f"probe.{name}", 1) for name in ("batch", "channels", "size")]
     for option, minimum in checks:
         value = OmegaConf.select(cfg, option)
@@ -145,6 +151,13 @@ def checked_autocast_dtype(precision: object, device: torch.device) -> torch.dty
     return autocast_dtype(name, device)
 
 
+def _choice(cfg: DictConfig, group: str) -> str | None:
+    """The option chosen for config `group` (augment=basic -> "basic"), when Hydra runs."""
+    if not HydraConfig.initialized():
+        return None
+    return HydraConfig.get().runtime.choices.get(group)
+
+
 def _settings(cfg: DictConfig, device: torch.device, workload: "Workload") -> dict[str, Any]:
     return {
         "model": cfg.model._target_.rsplit(".", 1)[-1],
@@ -155,8 +168,11 @@ def _settings(cfg: DictConfig, device: torch.device, workload: "Workload") -> di
         "channels_last": workload.channels_last,
         "loss": cfg.loss._target_.rsplit(".", 1)[-1],
         "optimizer": cfg.optimizer._target_.rsplit(".", 1)[-1],
+        "fused_optimizer": bool(cfg.optimizer.get("fused", False)),
+        "keep_host_memory": bool(cfg.get("keep_host_memory", False)),
         "steps": cfg.steps,
         "warmup": cfg.warmup,
+        "rounds": cfg.rounds,
         "seed": cfg.seed,
         "device": str(device),
         "device_name": torch.cuda.get_device_name()
@@ -316,6 +332,8 @@ class Workload:
 
     def __init__(self, cfg: DictConfig, device: torch.device) -> None:
         self.cfg = cfg
+        self._smp_flops = 0
+        self._smp_cost: dict[str, Any] = {}
         self.device = device
         self.dtype = checked_autocast_dtype(cfg.trainer.precision, device)
         self.channels_last = bool(cfg.module.get("channels_last", False))
@@ -400,21 +418,45 @@ class Workload:
             "gflop_per_image_inference": self.flops("inference") / 1e9 / self.batch_size,
         }
 
-    def plain(self, peak: float | None) -> dict[str, Any]:
+    def loops(self, names: list[str], rounds: int, peak: float | None) -> dict[str, Any]:
+        """Time the training loops `names` ("plain", "lightning", "smp") in turn, `rounds` times.
+
+        Taking turns spreads a busy spell of the machine over all of them instead of one;
+        each result pools its rounds' step times (steps x rounds of them).
+        """
+        times: dict[str, list[float]] = {name: [] for name in names}
+        syncs: dict[str, Counter] = {name: Counter() for name in names}
+        for _ in range(rounds):
+            for name in names:
+                round_times, round_syncs = getattr(self, name)()
+                times[name] += round_times
+                syncs[name].update(round_syncs)
+                _collect()
+        results: dict[str, Any] = {}
+        for name in names:
+            flops = self._smp_flops if name == "smp" else self.flops("train")
+            results[name] = summarize(times[name], self.batch_size, flops, peak)
+            if name == "lightning":
+                batches = rounds * (self.warmup + self.steps + 1)
+                results[name]["host_syncs_per_step"] = {
+                    method: n / batches for method, n in syncs[name].items()
+                }
+        if "smp" in names:
+            results["smp"] = {**self._smp_cost, **results["smp"]}
+        return results
+
+    def plain(self) -> tuple[list[float], Counter]:
         """The training step as a plain PyTorch loop (zero_grad, autocast forward, backward, step)."""
         step, _ = self._train_step(self._segpets_model())
-        times = time_steps(step, self.steps, self.warmup, self.device)
-        _collect()
-        return summarize(times, self.batch_size, self.flops("train"), peak)
+        return time_steps(step, self.steps, self.warmup, self.device), Counter()
 
-    def lightning(self, peak: float | None) -> dict[str, Any]:
+    def lightning(self) -> tuple[list[float], Counter]:
         """The same step through segpets' LightningModule and a Trainer (no logger, no checkpoint).
 
         A step is timed from one on_train_batch_start to the next, so it includes what the
         loop does between batches; the module's own host syncs are counted in training_step.
         """
         module = self._seeded(lambda: build_module(self.cfg))
-        timer = _StepTimer(self.device)
         syncs: Counter = Counter()
         training_step = module.training_step
 
@@ -428,6 +470,13 @@ class Workload:
         batches = self.warmup + self.steps + 1  # + 1: the last step ends at the next start
         batch = {"image": self.images, "mask": self.masks}
         loader = DataLoader(_SameBatch(batch, batches), batch_size=None)
+        return self._fit_timed(module, batches, train_dataloaders=loader), syncs
+
+    def _fit_timed(self, module: L.LightningModule, batches: int, **data: Any) -> list[float]:
+        """Fit `module` for `batches` steps without logger or checkpoints; the step times
+        after warm-up, each from one on_train_batch_start to the next (so it includes
+        fetching the next batch and whatever the loop does between batches)."""
+        timer = _StepTimer(self.device)
         with _quiet_lightning():
             trainer = instantiate(
                 self.cfg.trainer,
@@ -437,45 +486,67 @@ class Workload:
                 enable_checkpointing=False,
                 enable_progress_bar=False,
                 enable_model_summary=False,
-                max_epochs=1,
-                max_steps=-1,
-                limit_train_batches=batches,
+                max_epochs=-1,
+                max_steps=batches,
                 limit_val_batches=0,
                 num_sanity_val_steps=0,
             )
-            trainer.fit(module, train_dataloaders=loader)
+            trainer.fit(module, **data)
         times = [b - a for a, b in zip(timer.starts, timer.starts[1:], strict=False)]
-        result = summarize(times[self.warmup :], self.batch_size, self.flops("train"), peak)
-        result["host_syncs_per_step"] = {name: n / batches for name, n in syncs.items()}
-        del module, trainer
-        _collect()
-        return result
+        return times[self.warmup :]
 
-    def smp(self, peak: float | None) -> dict[str, Any]:
-        """smp.Unet("resnet34", encoder_weights=None, classes=1), trained as `plain` is."""
+    def loader(self, peak: float | None, root: Path) -> dict[str, Any]:
+        """Training through the Trainer on real files with the configured augmentation, for
+        each `loader_workers` setting: whether loader workers keep up with the step and
+        what they take from it (on a CPU they share its cores)."""
+        results: dict[str, Any] = {"root": str(root), "augment": _choice(self.cfg, "augment")}
+        for workers in self.cfg.loader_workers:
+            datamodule = build_datamodule(self.cfg, root=str(root), num_workers=workers)
+            module = self._seeded(lambda: build_module(self.cfg))
+            try:
+                times = self._fit_timed(module, self.warmup + self.steps + 1, datamodule=datamodule)
+            except DataError as error:
+                return {**results, "status": f"no usable dataset: {error}"}
+            results[str(workers)] = {
+                "num_workers": datamodule.train_dataloader().num_workers,
+                **summarize(times, self.batch_size, self.flops("train"), peak),
+            }
+            del datamodule, module
+            _collect()
+        results["status"] = "ok"
+        return results
+
+    def smp_status(self) -> dict[str, Any]:
+        """Whether smp.Unet("resnet34") can be timed here: {"status": "ok" | why not}."""
         if importlib.util.find_spec("segmentation_models_pytorch") is None:
             return {"status": "not installed (pip install segmentation-models-pytorch)"}
         if self.cfg.data.image_size % 32:
             return {"status": "skipped: smp.Unet needs sides divisible by 32"}
         import segmentation_models_pytorch as smp
 
-        def build() -> nn.Module:
-            in_channels = self.cfg.model.get("in_channels", 3)
-            return smp.Unet("resnet34", encoder_weights=None, in_channels=in_channels, classes=1)
-
-        model = self._seeded(build)
-        params = sum(p.numel() for p in model.parameters()) / 1e6
-        step, forward_backward = self._train_step(model)
-        flops = count_flops(forward_backward)
-        times = time_steps(step, self.steps, self.warmup, self.device)
-        _collect()
-        return {
+        model = self._smp_model()
+        self._smp_flops = count_flops(self._train_step(model)[1])
+        self._smp_cost = {
             "status": "ok",
             "version": smp.__version__,
-            "params_m": params,
-            "gflop_per_step": flops / 1e9,
-            **summarize(times, self.batch_size, flops, peak),
+            "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+            "gflop_per_step": self._smp_flops / 1e9,
         }
+        return {"status": "ok"}
+
+    def _smp_model(self) -> nn.Module:
+        """smp.Unet("resnet34", encoder_weights=None, classes=1), seeded like ours."""
+        import segmentation_models_pytorch as smp
+
+        in_channels = self.cfg.model.get("in_channels", 3)
+        return self._seeded(
+            lambda: smp.Unet("resnet34", encoder_weights=None, in_channels=in_channels, classes=1)
+        )
+
+    def smp(self) -> tuple[list[float], Counter]:
+        """smp's U-Net trained as `plain` trains ours."""
+        step, _ = self._train_step(self._smp_model())
+        return time_steps(step, self.steps, self.warmup, self.device), Counter()
 
     def _inference_step(self, model: nn.Module) -> Callable[[], None]:
         model = self._prepare(model).eval()
@@ -639,7 +710,9 @@ def _print_table(results: dict[str, Any], output: Path) -> None:
         f"segpets.bench: {settings['model']}, batch {settings['batch_size']} at "
         f"{settings['image_size']} px, {settings['precision']}"
         f"{', channels_last' if settings['channels_last'] else ''}, {settings['device']} "
-        f"({settings['torch_threads']} thread{'s' if settings['torch_threads'] != 1 else ''}), median of {settings['steps']} steps"
+        f"({settings['torch_threads']} thread{'s' if settings['torch_threads'] != 1 else ''}), "
+        f"median of {settings['steps']} steps"
+        f"{' x ' + str(settings['rounds']) + ' rounds' if settings['rounds'] > 1 else ''}"
     )
     table = Table(title=title)
     for column in ("section", "img/s", "ms/step: median (min-max)", "GFLOP/s", "of peak", "note"):
@@ -673,11 +746,21 @@ def _print_table(results: dict[str, Any], output: Path) -> None:
     if smp:
         if smp["status"] == "ok":
             note = f"{smp['params_m']:.1f} M params, {smp['gflop_per_step']:.2f} GFLOP/step"
+            if "plain_gflops_ratio" in smp:
+                note += f"; plain reaches {smp['plain_gflops_ratio']:.2f} x its GFLOP/s"
             _timed_row(table, "smp Unet-resnet34", smp, note)
         else:
             table.add_row("smp Unet-resnet34", "", "", "", "", smp["status"])
     if "inference" in results:
         _timed_row(table, "inference", results["inference"])
+    loader = results.get("loader")
+    if loader:
+        if loader["status"] != "ok":
+            table.add_row("loader", "", "", "", "", loader["status"])
+        for setting, result in loader.items():
+            if isinstance(result, dict):
+                note = f"augment={loader['augment']}, num_workers={result['num_workers']}"
+                _timed_row(table, f"loader workers={setting}", result, note)
     data = results.get("data")
     if data:
         if data["status"] != "ok":

@@ -21,6 +21,7 @@ from rich.progress import track
 from torch.utils.data import DataLoader
 
 from segpets.cli import exit_on_user_error, run
+from segpets.data.loading import AUTO, loader_options
 from segpets.errors import ConfigError
 from segpets.inference import (
     autocast,
@@ -31,6 +32,7 @@ from segpets.inference import (
     predict_probabilities,
 )
 from segpets.metrics import BinarySegmentationMetrics, per_image_scores_from_probabilities
+from segpets.runtime import configure_runtime
 
 RESOLUTIONS = ("input", "native")
 PER_IMAGE_FIELDS = ("name", "dice", "iou", "true_fraction", "pred_fraction")
@@ -58,6 +60,7 @@ def _native_views(
 def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Score `cfg.ckpt_path` on `cfg.split`; write metrics.json and per_image.csv."""
     _check_options(cfg)
+    configure_runtime(cfg)
     # No ckpt_path with `model=ensemble model.checkpoints=[...]`: the members are the checkpoints.
     ckpt_path = OmegaConf.select(cfg, "ckpt_path", throw_on_missing=False)
     model, run = load_trained(ckpt_path, cfg, overrides)
@@ -68,7 +71,16 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     datamodule = instantiate(run.data, augment=None)
     datamodule.prepare_data()
     dataset = datamodule.dataset(cfg.split)
-    loader = DataLoader(dataset, batch_size=run.data.batch_size, num_workers=run.data.num_workers)
+    loader = DataLoader(
+        dataset,
+        batch_size=run.data.batch_size,
+        **loader_options(
+            run.data.num_workers,
+            run.data.get("pin_memory"),
+            run.data.get("prefetch_factor", AUTO),
+            device.type,
+        ),
+    )
     metric = BinarySegmentationMetrics(threshold=threshold, from_logits=False).to(device)
 
     rows: list[dict[str, Any]] = []

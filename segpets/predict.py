@@ -40,6 +40,7 @@ from torchvision.utils import make_grid
 
 from segpets.callbacks import triptychs
 from segpets.cli import exit_on_user_error, require_options, run
+from segpets.data.loading import AUTO, check_loader_options, loader_options
 from segpets.data.oxford_pet import (
     UNREADABLE,
     check_boundary,
@@ -58,6 +59,7 @@ from segpets.inference import (
     predict_probabilities,
 )
 from segpets.metrics import per_image_scores_from_probabilities
+from segpets.runtime import configure_runtime
 
 USAGE = "python -m segpets.predict ckpt_path=RUN/checkpoints/best.ckpt input=PHOTOS output_dir=DIR"
 CSV_NAME = "predictions.csv"
@@ -314,10 +316,10 @@ class PredictionWriter(AbstractContextManager):
 
 def _check_options(cfg: DictConfig) -> None:
     check_tta(cfg.tta)
-    for key, low in (("batch_size", 1), ("num_workers", 0)):
-        value = cfg[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < low:
-            raise ConfigError(f"{key} must be an integer >= {low}, got {value!r}")
+    batch_size = cfg.batch_size
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    check_loader_options(cfg.num_workers, AUTO, prefix="")
     check_threshold(cfg.threshold)
     if cfg.trimaps is not None and not Path(cfg.trimaps).is_dir():
         raise ConfigError(f"trimaps={cfg.trimaps}: no such folder")
@@ -333,6 +335,7 @@ def predict(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """
     require_options(cfg, ("input", "output_dir"), USAGE)
     _check_options(cfg)
+    configure_runtime(cfg)
     device = pick_device(cfg.device)
     # Left out with model=ensemble model.checkpoints=[...]; load_trained says what is missing.
     ckpt_path = OmegaConf.select(cfg, "ckpt_path", throw_on_missing=False)
@@ -360,8 +363,8 @@ def predict(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     loader = DataLoader(
         dataset,
         batch_size=cfg.batch_size,
-        num_workers=cfg.num_workers,
         collate_fn=list,  # photos differ in size; only their model inputs are stacked
+        **loader_options(cfg.num_workers, None, AUTO, device.type),
     )
     model = model.to(device)
 

@@ -27,6 +27,7 @@ from segpets.inference import load_model, read_checkpoint
 from segpets.models import encoder_callbacks
 from segpets.module import MONITOR
 from segpets.report import hparam_metrics, hparams_of
+from segpets.runtime import configure_runtime
 
 INTERRUPTED = 130
 """Exit status of a run stopped by Ctrl-C or SIGTERM after saving last.ckpt."""
@@ -63,14 +64,15 @@ def build_module(cfg: DictConfig) -> L.LightningModule:
     return module
 
 
-def build_datamodule(cfg: DictConfig) -> L.LightningDataModule:
+def build_datamodule(cfg: DictConfig, **overrides: Any) -> L.LightningDataModule:
+    """The data module of `cfg.data` with `cfg.augment`; `overrides` replace data options."""
     try:
         augment = instantiate(cfg.augment.train)
     except InstantiationException:
         # Augmentations interpolate data options (sizes): name a bad data option first.
         instantiate(cfg.data, augment=None)
         raise
-    return instantiate(cfg.data, augment=augment)
+    return instantiate(cfg.data, augment=augment, **overrides)
 
 
 def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
@@ -128,7 +130,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir = Path(cfg.paths.output_dir)
     ckpt_path = _resume_checkpoint(cfg, output_dir)
     L.seed_everything(cfg.seed, workers=True)
-    torch.set_float32_matmul_precision(cfg.matmul_precision)
+    configure_runtime(cfg)
 
     # Model, loss, optimizer and trainer first: their option errors surface before data is read.
     module = build_module(cfg)

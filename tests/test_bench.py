@@ -18,6 +18,7 @@ from segpets.bench import (
     count_host_syncs,
     data_root,
 )
+from segpets.data.loading import MAX_WORKERS, available_cpus
 from segpets.errors import ConfigError
 from tests.helpers import REPO_ROOT, compose_train
 
@@ -31,6 +32,7 @@ TINY = [
     "data_images=8",
     "probe.batch=2",
     "probe.size=32",
+    "loader_workers=[0,auto]",
 ]
 TIMED = ("img_s", "ms_median", "ms_min", "ms_max", "gflops", "peak_rss_mb")
 
@@ -87,7 +89,10 @@ def test_cli_writes_every_section(synthetic_root: Path, tmp_path: Path):
     assert set(SECTIONS) <= set(results)
     settings = results["settings"]
     assert settings["model"] == "UNet" and settings["image_size"] == 64
-    assert settings["batch_size"] == 2 and settings["steps"] == 2
+    assert settings["batch_size"] == 2 and settings["steps"] == 2 and settings["rounds"] == 2
+    # Training's defaults, measured as training runs them.
+    assert settings["precision"] == "bf16-mixed" and settings["channels_last"]
+    assert settings["fused_optimizer"] and settings["keep_host_memory"]
     assert positive(results["peak_rss_mb"])
 
     peak = results["peak"]
@@ -111,6 +116,15 @@ def test_cli_writes_every_section(synthetic_root: Path, tmp_path: Path):
     else:
         assert smp["status"].startswith("not installed")
 
+    loader = results["loader"]
+    assert loader["status"] == "ok" and loader["root"] == str(synthetic_root)
+    assert loader["augment"] == "basic"
+    assert loader["0"]["num_workers"] == 0
+    # auto on a CPU: the cores left beside the one compute thread (OMP_NUM_THREADS=1).
+    assert loader["auto"]["num_workers"] == min(MAX_WORKERS, available_cpus() - 1)
+    for setting in ("0", "auto"):
+        assert_timed(loader[setting])
+
     data = results["data"]
     assert data["status"] == "ok" and data["root"] == str(synthetic_root)
     for augment in ("none", "basic", "strong"):
@@ -124,8 +138,8 @@ def test_training_step_does_not_wait_for_the_device(tmp_path: Path, one_thread):
     """segpets' training_step (forward, loss, metric update, log) calls no .item(), .cpu(),
     bool(tensor)...: on a GPU each would stall the queue once per step."""
     cfg = compose_bench(tmp_path, [*TINY, "steps=3"])
-    result = Workload(cfg, torch.device("cpu")).lightning(peak=None)
-    assert result["host_syncs_per_step"] == {}
+    result = Workload(cfg, torch.device("cpu")).loops(["lightning"], rounds=1, peak=None)
+    assert result["lightning"]["host_syncs_per_step"] == {}
 
 
 def test_sync_counter_counts_and_restores():

@@ -201,7 +201,7 @@ def test_missing_data_says_what_and_how_to_get_it(mini_root: Path, tmp_path: Pat
     [
         ("batch_size", 0, "data.batch_size must be a positive integer, got 0"),
         ("image_size", -64, "data.image_size must be a positive integer, got -64"),
-        ("num_workers", -1, "data.num_workers must be an integer >= 0, got -1"),
+        ("num_workers", -1, "data.num_workers must be auto or an integer >= 0, got -1"),
         ("val_every", 1, "data.val_every must be an integer >= 2"),
         ("boundary", "fg", "data.boundary must be one of foreground, background, ignore"),
         ("std", (0.2, 0.0, 0.2), "data.std must be 3 positive numbers"),
@@ -256,7 +256,6 @@ def test_seed_everything_makes_augmentation_reproducible(synthetic_root: Path, n
             image_size=32,
             batch_size=4,
             num_workers=num_workers,
-            persistent_workers=False,
             augment=[A.RandomResizedCrop(size=(32, 32), scale=(0.3, 1.0)), A.ColorJitter(p=1)],
         )
         loader = datamodule.train_dataloader()
@@ -273,7 +272,7 @@ def test_loaders_pin_memory_only_when_batches_go_to_a_gpu(synthetic_root):
     assert datamodule.val_dataloader().pin_memory is False
     for device, pinned in (("cuda", True), ("cpu", False)):
         datamodule.trainer = SimpleNamespace(
-            strategy=SimpleNamespace(root_device=torch.device(device)), world_size=1
+            strategy=SimpleNamespace(root_device=torch.device(device)), world_size=1, num_devices=1
         )
         assert datamodule.val_dataloader().pin_memory is pinned
     forced = OxfordPetDataModule(str(synthetic_root), image_size=64, num_workers=0, pin_memory=True)

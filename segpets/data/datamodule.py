@@ -9,6 +9,7 @@ warning. Call `prepare_data()` before `setup()` when using it outside a Trainer.
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import albumentations as A
 import lightning as L
@@ -21,6 +22,7 @@ from torch.utils.data import DataLoader, get_worker_info
 from segpets.constants import IMAGENET_MEAN, IMAGENET_STD
 from segpets.data.cache import CachedOxfordPetDataset, DecodedImageCache, cache_size
 from segpets.data.download import download_oxford_pet
+from segpets.data.loading import AUTO, check_loader_options, loader_options
 from segpets.data.oxford_pet import SPLITS, OxfordPetDataset, check_boundary
 from segpets.data.synthetic import SyntheticPets
 from segpets.data.transforms import eval_transform, train_transform
@@ -50,7 +52,7 @@ class OxfordPetDataModule(L.LightningDataModule):
         root: str,
         image_size: int = 256,
         batch_size: int = 16,
-        num_workers: int = 2,
+        num_workers: int | str = AUTO,
         boundary: str = "foreground",
         download: bool = False,
         augment: Sequence[A.BasicTransform] | None = None,
@@ -58,7 +60,7 @@ class OxfordPetDataModule(L.LightningDataModule):
         std: Sequence[float] = IMAGENET_STD,
         val_every: int = 10,
         pin_memory: bool | None = None,
-        persistent_workers: bool = True,
+        prefetch_factor: int | str = AUTO,
         synthetic: SyntheticPets | None = None,
         cache: bool = False,
         cache_dir: str | None = None,
@@ -66,7 +68,7 @@ class OxfordPetDataModule(L.LightningDataModule):
         super().__init__()
         _check_int("data.image_size", image_size, 1)
         _check_int("data.batch_size", batch_size, 1)
-        _check_int("data.num_workers", num_workers, 0)
+        check_loader_options(num_workers, prefetch_factor)
         _check_int("data.val_every", val_every, 2, "(every val_every-th trainval line is val)")
         check_boundary(boundary)
         if not root:
@@ -95,7 +97,7 @@ class OxfordPetDataModule(L.LightningDataModule):
         self.std = _three_floats("data.std", std, positive=True)
         self.val_every = val_every
         self.pin_memory = pin_memory
-        self.persistent_workers = persistent_workers
+        self.prefetch_factor = prefetch_factor
         self.synthetic = synthetic
         self.cache = DecodedImageCache(root, cache_dir, cache_size(image_size)) if cache else None
         # Built now so that a bad augment config fails before any data is read.
@@ -124,10 +126,11 @@ class OxfordPetDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.dataset("train")
-        if self.num_workers == 0:  # workers are seeded by _seed_worker instead
+        options = self._loader_options()
+        if options["num_workers"] == 0:  # workers are seeded by _seed_worker instead
             rank = self.trainer.global_rank if self.trainer is not None else 0
             dataset.seed_augmentations(int(torch.randint(2**62, ())) + rank)
-        return self._loader(dataset, train=True)
+        return self._loader(dataset, train=True, options=options)
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("val"), train=False)
@@ -135,8 +138,10 @@ class OxfordPetDataModule(L.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.dataset("test"), train=False)
 
-    def _loader(self, dataset: OxfordPetDataset, train: bool) -> DataLoader:
-        workers = self.num_workers > 0
+    def _loader(
+        self, dataset: OxfordPetDataset, train: bool, options: dict[str, Any] | None = None
+    ) -> DataLoader:
+        options = options or self._loader_options()
         sampler = None
         trainer = self.trainer
         if not train and trainer is not None and trainer.world_size > 1:
@@ -151,17 +156,18 @@ class OxfordPetDataModule(L.LightningDataModule):
             shuffle=train,
             sampler=sampler,
             drop_last=train and len(dataset) > self.batch_size,
-            num_workers=self.num_workers,
-            pin_memory=self._pin_memory(),
-            persistent_workers=self.persistent_workers and workers,
-            worker_init_fn=_seed_worker if workers else None,
+            worker_init_fn=_seed_worker if options["num_workers"] else None,
+            **options,
         )
 
-    def _pin_memory(self) -> bool:
-        """`pin_memory=None`: pinned host memory when batches go to a GPU, where it speeds the copy."""
-        if self.pin_memory is not None:
-            return self.pin_memory
-        return self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+    def _loader_options(self) -> dict[str, Any]:
+        """Loader settings for where the Trainer sends the batches (the CPU without one)."""
+        trainer = self.trainer
+        device_type = trainer.strategy.root_device.type if trainer is not None else "cpu"
+        processes = trainer.num_devices if trainer is not None else 1
+        return loader_options(
+            self.num_workers, self.pin_memory, self.prefetch_factor, device_type, processes
+        )
 
     def _build(self, splits: Sequence[str]) -> None:
         """Read and check the splits not built yet; one warning for all left-out samples."""
