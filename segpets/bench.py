@@ -198,15 +198,25 @@ def time_steps(
     step: Callable[[], object], steps: int, warmup: int, device: torch.device
 ) -> list[float]:
     """Seconds of each of `steps` calls of `step`, after `warmup` untimed ones."""
+    return time_alternating({"step": step}, steps, warmup, device)["step"]
+
+
+def time_alternating(
+    steps_by_name: dict[str, Callable[[], object]], steps: int, warmup: int, device: torch.device
+) -> dict[str, list[float]]:
+    """`time_steps` for several step functions, called in turn one step at a time, so that
+    a busy spell of the machine slows all of them alike."""
     for _ in range(warmup):
-        step()
+        for step in steps_by_name.values():
+            step()
     _synchronize(device)
-    times = []
+    times: dict[str, list[float]] = {name: [] for name in steps_by_name}
     for _ in range(steps):
-        start = perf_counter()
-        step()
-        _synchronize(device)
-        times.append(perf_counter() - start)
+        for name, step in steps_by_name.items():
+            start = perf_counter()
+            step()
+            _synchronize(device)
+            times[name].append(perf_counter() - start)
     return times
 
 
@@ -419,36 +429,42 @@ class Workload:
         }
 
     def loops(self, names: list[str], rounds: int, peak: float | None) -> dict[str, Any]:
-        """Time the training loops `names` ("plain", "lightning", "smp") in turn, `rounds` times.
+        """Time the training loops `names` ("plain", "lightning", "smp"), `rounds` times.
 
-        Taking turns spreads a busy spell of the machine over all of them instead of one;
-        each result pools its rounds' step times (steps x rounds of them).
+        In each round the plain loops (ours and smp's) alternate step by step, then the
+        Trainer runs its steps: a busy spell of the machine slows the plain loops alike
+        and is spread over the rounds for the Trainer. Each result pools its rounds'
+        step times (steps x rounds of them).
         """
         times: dict[str, list[float]] = {name: [] for name in names}
-        syncs: dict[str, Counter] = {name: Counter() for name in names}
+        syncs: Counter = Counter()
+        builders = {"plain": self._segpets_model, "smp": self._smp_model}
         for _ in range(rounds):
-            for name in names:
-                round_times, round_syncs = getattr(self, name)()
-                times[name] += round_times
-                syncs[name].update(round_syncs)
+            plain_loops = {
+                name: self._train_step(builders[name]())[0] for name in names if name in builders
+            }
+            timed = time_alternating(plain_loops, self.steps, self.warmup, self.device)
+            del plain_loops
+            _collect()
+            if "lightning" in names:
+                lightning_times, lightning_syncs = self.lightning()
+                timed["lightning"] = lightning_times
+                syncs.update(lightning_syncs)
                 _collect()
+            for name, round_times in timed.items():
+                times[name] += round_times
         results: dict[str, Any] = {}
         for name in names:
             flops = self._smp_flops if name == "smp" else self.flops("train")
             results[name] = summarize(times[name], self.batch_size, flops, peak)
-            if name == "lightning":
-                batches = rounds * (self.warmup + self.steps + 1)
-                results[name]["host_syncs_per_step"] = {
-                    method: n / batches for method, n in syncs[name].items()
-                }
+        if "lightning" in names:
+            batches = rounds * (self.warmup + self.steps + 1)
+            results["lightning"]["host_syncs_per_step"] = {
+                method: n / batches for method, n in syncs.items()
+            }
         if "smp" in names:
             results["smp"] = {**self._smp_cost, **results["smp"]}
         return results
-
-    def plain(self) -> tuple[list[float], Counter]:
-        """The training step as a plain PyTorch loop (zero_grad, autocast forward, backward, step)."""
-        step, _ = self._train_step(self._segpets_model())
-        return time_steps(step, self.steps, self.warmup, self.device), Counter()
 
     def lightning(self) -> tuple[list[float], Counter]:
         """The same step through segpets' LightningModule and a Trainer (no logger, no checkpoint).
@@ -542,11 +558,6 @@ class Workload:
         return self._seeded(
             lambda: smp.Unet("resnet34", encoder_weights=None, in_channels=in_channels, classes=1)
         )
-
-    def smp(self) -> tuple[list[float], Counter]:
-        """smp's U-Net trained as `plain` trains ours."""
-        step, _ = self._train_step(self._smp_model())
-        return time_steps(step, self.steps, self.warmup, self.device), Counter()
 
     def _inference_step(self, model: nn.Module) -> Callable[[], None]:
         model = self._prepare(model).eval()

@@ -130,3 +130,58 @@ def test_model_configs_instantiate(config: str) -> None:
     model = hydra.utils.instantiate(cfg)
     assert isinstance(model, SegmentationModel)
     assert model.decoder[0].up.__class__.__name__ == "BilinearUpsample"
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_deconv_upsample_is_the_transposed_convolution(channels_last: bool) -> None:
+    """DeconvUpsample computes ConvTranspose2d(k=2, s=2) as a matrix product: same
+    parameters (checkpoints keep their keys), same values and gradients, same layout."""
+    from segpets.models.blocks import DeconvUpsample
+
+    torch.manual_seed(0)
+    up = DeconvUpsample(6, 3)
+    assert set(up.state_dict()) == {"weight", "bias"} and up.weight.shape == (6, 3, 2, 2)
+    x = torch.randn(2, 6, 5, 7)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x.requires_grad_()
+    y = up(x)
+    expected = F.conv_transpose2d(x, up.weight, up.bias, stride=2)
+    assert y.shape == (2, 3, 10, 14)
+    assert y.is_contiguous(memory_format=torch.channels_last) == channels_last
+    torch.testing.assert_close(y, expected)
+    grad = torch.randn_like(y)
+    ours = torch.autograd.grad(y, (x, up.weight, up.bias), grad)
+    reference = torch.autograd.grad(expected, (x, up.weight, up.bias), grad)
+    for got, want in zip(ours, reference, strict=True):
+        torch.testing.assert_close(got, want)
+
+
+def test_deconv_bench_script_times_every_decoder_shape() -> None:
+    """scripts/deconv_bench.py (the README's transposed-convolution figure) runs and
+    prints a row per ResNet34-UNet decoder step and the total."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    process = subprocess.run(
+        [
+            sys.executable,
+            str(repo / "scripts" / "deconv_bench.py"),
+            "--size",
+            "64",
+            "--batch",
+            "1",
+            "--steps",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    lines = process.stdout.splitlines()
+    assert sum("ConvTranspose2d" in line and "DeconvUpsample" in line for line in lines) == 6
+    assert re.search(
+        r"all five: ConvTranspose2d [\d.]+ ms, DeconvUpsample [\d.]+ ms \([\d.]+x\)", lines[-1]
+    )

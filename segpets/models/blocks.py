@@ -28,10 +28,28 @@ class DoubleConv(nn.Sequential):
 
 
 class DeconvUpsample(nn.ConvTranspose2d):
-    """Learned 2x upsampling (the original U-Net "up-convolution")."""
+    """Learned 2x upsampling (the original U-Net "up-convolution").
+
+    A 2x2 transposed convolution with stride 2 gives every input pixel its own 2x2 output
+    patch, so it is one matrix product over channels and a rearrangement of the result.
+    Computed that way, with the same parameters and the same result, it trains 2x faster
+    than torch's ConvTranspose2d under bf16 autocast on a CPU, though 0.76x as fast in
+    float32 (scripts/deconv_bench.py). The output keeps the input's memory format.
+    """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__(in_channels, out_channels, kernel_size=2, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = x.shape
+        out = self.out_channels
+        # (in, out, kh, kw) -> one row per output value of a patch, ordered (kh, kw, out).
+        weight = self.weight.permute(2, 3, 1, 0).reshape(4 * out, self.in_channels)
+        bias = None if self.bias is None else self.bias.repeat(4)
+        patches = F.linear(x.permute(0, 2, 3, 1), weight, bias)  # (B, H, W, kh * kw * out)
+        y = patches.view(batch, height, width, 2, 2, out).permute(0, 1, 3, 2, 4, 5)
+        y = y.reshape(batch, 2 * height, 2 * width, out).permute(0, 3, 1, 2)
+        return y if x.is_contiguous(memory_format=torch.channels_last) else y.contiguous()
 
 
 class BilinearUpsample(nn.Module):
