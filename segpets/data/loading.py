@@ -5,9 +5,9 @@ training process gets loader workers for the cores it can spare (one stays with 
 process that drives the GPU), pinned host memory for faster copies, and a deeper
 prefetch queue to ride out slow samples. On a CPU the step itself runs on
 `torch.get_num_threads()` cores per process, and a worker on one of those cores slows
-the step more than decoding in the training process does (README, Performance: 2-core
-CPU, 0 workers 300 ms per step, 1 worker 310, 2 workers 320): workers get only the
-cores the compute threads leave free. Workers are persistent either way, so the
+the step more than decoding in the training process does (README, Performance: on a
+2-core CPU, 253-262 ms per step with 0 workers against 274-291 with 1 or 2): workers
+get only the cores the compute threads leave free. Workers are persistent either way, so the
 validation loader does not start new processes every epoch.
 """
 
@@ -20,7 +20,8 @@ from segpets.errors import ConfigError
 
 AUTO = "auto"
 MAX_WORKERS = 8
-"""Per training process; beyond this, decoding outruns even a fast GPU on this dataset."""
+"""Per training process: a common cap (each worker holds its own prefetched batches); the
+GPU rule was not measured here, no GPU being at hand."""
 GPU_PREFETCH = 4
 """Batches each worker prepares ahead on a GPU (torch's default, kept on a CPU, is 2)."""
 
