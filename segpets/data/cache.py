@@ -42,21 +42,16 @@ from typing import Any
 import cv2
 import numpy as np
 from rich.progress import track
-from torch.utils.data import Dataset
 
 from segpets.data.oxford_pet import (
     BOUNDARY_LUTS,
     OxfordPetDataset,
-    check_boundary,
     check_layout,
-    list_file,
     load_image,
     load_trimap,
     parse_list_file,
     scan,
-    split_names,
 )
-from segpets.data.transforms import build_transform
 from segpets.errors import DataError
 
 FORMAT_VERSION = 1  # bump when the layout or the resizing changes
@@ -223,34 +218,25 @@ class CachedOxfordPetDataset(OxfordPetDataset):
         transform: Callable[..., dict[str, Any]] | None = None,
         val_every: int = 10,
     ) -> None:
-        check_boundary(boundary)
-        Dataset.__init__(self)
-        self.root = cache.root
-        self.split = split
-        self.boundary = boundary
-        self.transform = transform if transform is not None else build_transform([])
-        listed = split_names(self.root, split, val_every)
+        self._manifest = manifest
+        super().__init__(cache.root, split, boundary, transform, val_every)
         rows = {name: row for row, name in enumerate(manifest["names"])}
-        self.names = [name for name in listed if name in rows]
-        self.skipped = [(name, manifest["skipped"][name]) for name in listed if name not in rows]
-        if not self.names:
-            raise DataError(
-                f"{self.root / list_file(split)} gives no usable {split} samples "
-                f"({len(listed)} listed, {len(self.skipped)} missing or unreadable)"
-            )
         self._rows = [rows[name] for name in self.names]
         self._files = [
             cache.path / f"{kind}-{manifest['build_id']}.npy" for kind in ("images", "trimaps")
         ]
         self._arrays: tuple[np.ndarray, np.ndarray] | None = None
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def _usable(self, listed: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+        cached = set(self._manifest["names"])
+        names = [name for name in listed if name in cached]
+        skipped = [(name, self._manifest["skipped"][name]) for name in listed if name not in cached]
+        return names, skipped
+
+    def _decoded(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         images, trimaps = self._open()
         row = self._rows[index]
-        image = np.array(images[row])
-        mask = BOUNDARY_LUTS[self.boundary][trimaps[row]]
-        out = self.transform(image=image, mask=mask)
-        return {"image": out["image"], "mask": out["mask"].unsqueeze(0), "name": self.names[index]}
+        return np.array(images[row]), BOUNDARY_LUTS[self.boundary][trimaps[row]]
 
     def _open(self) -> tuple[np.ndarray, np.ndarray]:
         """Map the arrays on first use, in each worker (a pickled memmap would be a copy)."""

@@ -201,7 +201,7 @@ class OxfordPetDataset(Dataset):
         self.boundary = boundary
         self.transform = transform if transform is not None else build_transform([])
         listed = split_names(root, split, val_every)
-        self.names, self.skipped = scan(root, listed)
+        self.names, self.skipped = self._usable(listed)
         if not self.names:
             reasons = "; ".join(f"{n}: {r}" for n, r in self.skipped[:3])
             why = (
@@ -216,11 +216,19 @@ class OxfordPetDataset(Dataset):
     def __len__(self) -> int:
         return len(self.names)
 
+    def _usable(self, listed: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
+        """The listed names whose files are usable, and (name, reason) for the others."""
+        return scan(self.root, listed)
+
     def __getitem__(self, index: int) -> dict[str, Any]:
+        image, mask = self._decoded(index)
+        out = self.transform(image=image, mask=mask)
+        return {"image": out["image"], "mask": out["mask"].unsqueeze(0), "name": self.names[index]}
+
+    def _decoded(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Sample `index` as an RGB image and its mask, before any transform."""
         name = self.names[index]
-        image = load_image(self.root / "images" / f"{name}.jpg")
-        out = self.transform(image=image, mask=self.native_mask(name))
-        return {"image": out["image"], "mask": out["mask"].unsqueeze(0), "name": name}
+        return load_image(self.root / "images" / f"{name}.jpg"), self.native_mask(name)
 
     def native_mask(self, name: str) -> np.ndarray:
         """The mask of `name` at its photo's original size, before any transform."""
