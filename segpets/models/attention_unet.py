@@ -1,6 +1,6 @@
 """Attention U-Net (Oktay et al., 2018): the U-Net with attention gates on its skips."""
 
-from collections.abc import Sequence
+from typing import Any
 
 from segpets.models.blocks import AttentionGate
 from segpets.models.unet import UNet
@@ -16,13 +16,7 @@ class AttentionUNet(UNet):
     256x256 (+2%).
     """
 
-    def __init__(
-        self,
-        in_channels: int = 3,
-        classes: int = 1,
-        widths: Sequence[int] = (64, 128, 256, 512, 1024),
-        upsample: str = "deconv",
-    ) -> None:
-        super().__init__(in_channels, classes, widths, upsample)
+    def __init__(self, **unet_options: Any) -> None:
+        super().__init__(**unet_options)
         for block in self.decoder:
             block.gate = AttentionGate(block.in_channels, block.skip_channels)

@@ -16,11 +16,10 @@ from torchvision.models.segmentation import (
 from segpets.errors import ConfigError
 from segpets.models.base import SegmentationModel
 from segpets.models.pretrained import (
-    IMAGENET,
-    IMAGENET_NORMALIZATION,
     Normalization,
     check_freeze_epochs,
     load_pretrained,
+    resnet_stem,
 )
 
 BACKBONES: dict[str, tuple[Callable[..., TorchvisionDeepLabV3], WeightsEnum]] = {
@@ -60,17 +59,13 @@ class DeepLabV3(SegmentationModel):
         self.freeze_encoder_epochs = check_freeze_epochs(freeze_encoder_epochs)
         self.net = build(weights=None, weights_backbone=None, num_classes=classes, aux_loss=False)
         if in_channels != 3:
-            conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-            nn.init.kaiming_normal_(conv1.weight, mode="fan_out", nonlinearity="relu")
-            self.net.backbone.conv1 = conv1
-        load_pretrained(
+            self.net.backbone.conv1 = resnet_stem(in_channels)
+        self.input_normalization = load_pretrained(
             self.net.backbone,
             pretrained,
             imagenet,
             f"a torchvision-style {backbone} state dict",
         )
-        if str(pretrained) == IMAGENET:
-            self.input_normalization = IMAGENET_NORMALIZATION
 
     @property
     def encoder(self) -> nn.Module:

@@ -121,18 +121,29 @@ def load_encoder_state(
 
 def load_pretrained(
     encoder: nn.Module, pretrained: str | Path | None, imagenet: WeightsEnum, expected: str
-) -> None:
+) -> Normalization | None:
     """Apply `model.pretrained` to `encoder`, whose parameter names are torchvision's.
 
     `imagenet` names the torchvision weights for `model.pretrained=imagenet`;
     `expected` describes the state dict a path should hold, for error messages.
+    Returns the (mean, std) the loaded weights expect of the inputs, when known
+    (ImageNet weights); the model keeps it as `input_normalization`.
     """
     if is_none(pretrained):
-        return
+        return None
     if str(pretrained) == IMAGENET:
         load_encoder_state(encoder, imagenet_state_dict(imagenet), IMAGENET, str(imagenet))
-    else:
-        load_encoder_state(encoder, read_state_dict(pretrained), str(pretrained), expected)
+        return IMAGENET_NORMALIZATION
+    load_encoder_state(encoder, read_state_dict(pretrained), str(pretrained), expected)
+    return None
+
+
+def resnet_stem(in_channels: int) -> nn.Conv2d:
+    """A ResNet's first convolution (7x7, stride 2, 64 channels) for `in_channels`
+    inputs, initialised as torchvision initialises it; ImageNet weights fit only 3."""
+    conv = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+    return conv
 
 
 def check_freeze_epochs(epochs: int) -> int:

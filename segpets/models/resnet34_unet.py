@@ -10,11 +10,10 @@ from segpets.errors import ConfigError
 from segpets.models.base import SegmentationModel
 from segpets.models.blocks import UpBlock
 from segpets.models.pretrained import (
-    IMAGENET,
-    IMAGENET_NORMALIZATION,
     Normalization,
     check_freeze_epochs,
     load_pretrained,
+    resnet_stem,
 )
 
 
@@ -32,8 +31,7 @@ class ResNet34Encoder(nn.Module):
         resnet = torchvision.models.resnet34(weights=None)
         self.conv1 = resnet.conv1
         if in_channels != 3:
-            self.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-            nn.init.kaiming_normal_(self.conv1.weight, mode="fan_out", nonlinearity="relu")
+            self.conv1 = resnet_stem(in_channels)
         self.bn1, self.relu, self.maxpool = resnet.bn1, resnet.relu, resnet.maxpool
         self.layer1, self.layer2 = resnet.layer1, resnet.layer2
         self.layer3, self.layer4 = resnet.layer3, resnet.layer4
@@ -80,14 +78,12 @@ class ResNet34UNet(SegmentationModel):
             )
         self.freeze_encoder_epochs = check_freeze_epochs(freeze_encoder_epochs)
         self.encoder = ResNet34Encoder(in_channels)
-        load_pretrained(
+        self.input_normalization = load_pretrained(
             self.encoder,
             pretrained,
             torchvision.models.ResNet34_Weights.IMAGENET1K_V1,
             "a torchvision-style resnet34 state dict",
         )
-        if str(pretrained) == IMAGENET:
-            self.input_normalization = IMAGENET_NORMALIZATION
         *skip_channels, in_deepest = self.encoder.out_channels
         self.decoder = nn.ModuleList(
             UpBlock(c_in, c_skip, c_out, upsample)
