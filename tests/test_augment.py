@@ -14,7 +14,7 @@ from PIL import Image, ImageFilter
 from segpets.constants import IGNORE_INDEX
 from segpets.data import OxfordPetDataModule, SyntheticPets
 from segpets.data.oxford_pet import load_trimap, trimap_to_mask
-from segpets.data.transforms import train_transform
+from segpets.data.transforms import FastElasticTransform, train_transform
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 PRESETS = sorted(p.stem for p in (CONFIG_DIR / "augment").glob("*.yaml"))
@@ -71,6 +71,74 @@ def test_preset_keeps_image_and_mask_aligned(name: str, pet: str, sample_root: P
         assert agreement(seed, seed) > 0.99, f"{name}, seed {seed}: image and mask disagree"
     if name != "none":  # the check has teeth: unrelated draws do not pass it
         assert np.mean([agreement(seed, seed + 1) for seed in range(6)]) < 0.97
+
+
+def displacement_stats(
+    transform: A.ElasticTransform, height: int, width: int, lag: int
+) -> tuple[float, float, bool]:
+    """Over 20 seeded draws, away from the borders: the mean std of the x and y
+    displacements, their mean correlation with themselves `lag` pixels along, and whether
+    x and y displacements were always equal."""
+    transform.set_random_seed(0)
+    margin = 4 * lag
+    sizes, correlations, same = [], [], True
+    for _ in range(20):
+        maps = transform.get_params_dependent_on_data({"shape": (height, width)}, {})
+        dx = (maps["map_x"] - np.arange(width))[margin:-margin, margin:-margin]
+        dy = (maps["map_y"] - np.arange(height)[:, None])[margin:-margin, margin:-margin]
+        same &= np.allclose(dx, dy, atol=1e-4)
+        sizes += [dx.std(), dy.std()]
+        correlations += [
+            np.corrcoef(dx[:, :-lag].ravel(), dx[:, lag:].ravel())[0, 1],
+            np.corrcoef(dy[:-lag].ravel(), dy[lag:].ravel())[0, 1],
+        ]
+    return float(np.mean(sizes)), float(np.mean(correlations)), same
+
+
+@pytest.mark.parametrize(
+    ("height", "width", "alpha", "sigma", "options"),
+    [
+        (256, 256, 50, 5, {}),  # the strong preset at the default size
+        (200, 300, 80, 8, {}),
+        (256, 192, 30, 3, {"same_dxdy": True}),
+        (256, 256, 50, 5, {"noise_distribution": "uniform"}),
+    ],
+)
+def test_fast_elastic_draws_the_field_albumentations_draws(
+    height: int, width: int, alpha: float, sigma: int, options: dict
+):
+    """FastElasticTransform displaces pixels as far and as smoothly as albumentations'
+    ElasticTransform with the same options (the strong preset swapped one for the other)."""
+    ours = displacement_stats(
+        FastElasticTransform(alpha=alpha, sigma=sigma, p=1, **options), height, width, sigma
+    )
+    theirs = displacement_stats(
+        A.ElasticTransform(alpha=alpha, sigma=sigma, p=1, **options), height, width, sigma
+    )
+    assert ours[0] == pytest.approx(theirs[0], rel=0.1)
+    assert ours[1] == pytest.approx(theirs[1], abs=0.03)
+    assert ours[2] == theirs[2] == bool(options.get("same_dxdy"))
+
+
+def test_fast_elastic_warps_image_and_mask_reproducibly():
+    """The same seed warps the same way; the mask keeps its values and follows the image."""
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[16:48, 16:48] = 255
+    mask = (image[..., 0] // 255).astype(np.uint8)
+    mask[0] = IGNORE_INDEX
+
+    def warp(seed: int) -> dict[str, np.ndarray]:
+        elastic = FastElasticTransform(alpha=300, sigma=4, p=1)
+        return A.Compose([elastic], seed=seed)(image=image, mask=mask)
+
+    first, again, other = warp(0), warp(0), warp(1)
+    assert np.array_equal(first["image"], again["image"])
+    assert np.array_equal(first["mask"], again["mask"])
+    assert not np.array_equal(first["mask"], other["mask"])
+    assert not np.array_equal(first["mask"], mask)  # it moved pixels
+    assert set(np.unique(first["mask"]).tolist()) <= {0, 1, IGNORE_INDEX}
+    judged = interior(first["mask"])
+    assert ((first["image"][..., 0] > 127) == (first["mask"] == 1))[judged].mean() > 0.99
 
 
 def test_geometric_fills_of_the_mask_are_background():

@@ -5,14 +5,72 @@ of 0 (background), and colour transforms touch the image only, so a mask keeps t
 {0, 1, 255} through any pipeline built here.
 """
 
+import statistics
 from collections.abc import Sequence
+from functools import cache
+from typing import Any
 
 import albumentations as A
+import cv2
 import numpy as np
 from albumentations.pytorch import ToTensorV2
 
 from segpets.constants import IMAGENET_MEAN, IMAGENET_STD
 from segpets.errors import ConfigError
+
+
+COARSE_SIGMA = 1.25
+"""FastElasticTransform's field is drawn on a grid where the smoothing sigma spans this
+many cells: fine enough for the smoothed field to be resolved, coarse enough to be cheap."""
+
+
+@cache
+def median_max_abs_normal(count: int) -> float:
+    """The median of max |z| over `count` standard normal draws: P(max <= m) = 0.5 gives
+    (2 Phi(m) - 1) ** count = 0.5."""
+    return statistics.NormalDist().inv_cdf((1 + 0.5 ** (1 / count)) / 2)
+
+
+class FastElasticTransform(A.ElasticTransform):
+    """Albumentations' ElasticTransform with its displacement field drawn on a coarse grid.
+
+    Albumentations draws one normal variate per pixel and direction, divides the noise by
+    its largest magnitude, smooths it with a `sigma`-pixel Gaussian and scales it by
+    `alpha`. A field smoothed that much has no detail finer than `sigma`, so this draws it
+    on a grid `sigma / 1.25` pixels apart, smooths it with a 1.25-cell Gaussian,
+    interpolates it up (bicubic) and divides it by the median of that largest magnitude.
+    Away from the borders the displacements match albumentations' in size and smoothness
+    (tests/test_augment.py); near them albumentations' smoothing repeats the edge pixel,
+    which inflates its field there when `sigma` is a large part of the image. Warping the
+    image and mask is albumentations' own code, so options and targets are the same;
+    `approximate` has no effect. At 256 px with alpha=50, sigma=5 it takes 0.5 ms against
+    3.9 ms (README, "Performance").
+    """
+
+    def get_params_dependent_on_data(
+        self, params: dict[str, Any], data: dict[str, Any]
+    ) -> dict[str, Any]:
+        height, width = params["shape"][:2]
+        step = max(1, int(self.sigma / COARSE_SIGMA))
+        fields = 1 if self.same_dxdy else 2
+        coarse = (fields, -(-height // step), -(-width // step))
+        if self.noise_distribution == "gaussian":
+            noise = self.random_generator.standard_normal(coarse, dtype=np.float32)
+            scale = self.alpha / (step * median_max_abs_normal(fields * height * width))
+        else:  # uniform noise in [-1, 1], which albumentations does not rescale
+            noise = self.random_generator.uniform(-1, 1, coarse).astype(np.float32)
+            scale = self.alpha / step
+        maps = []
+        for field in noise:
+            cv2.GaussianBlur(
+                field, (0, 0), self.sigma / step, dst=field, borderType=cv2.BORDER_REPLICATE
+            )
+            maps.append(cv2.resize(field, (width, height), interpolation=cv2.INTER_CUBIC))
+        map_x, map_y = maps * 2 if self.same_dxdy else maps
+        return {
+            "map_x": map_x * scale + np.arange(width, dtype=np.float32),
+            "map_y": map_y * scale + np.arange(height, dtype=np.float32)[:, None],
+        }
 
 
 def build_transform(
