@@ -18,7 +18,6 @@ from albumentations.pytorch import ToTensorV2
 from segpets.constants import IMAGENET_MEAN, IMAGENET_STD
 from segpets.errors import ConfigError
 
-
 COARSE_SIGMA = 1.25
 """FastElasticTransform's field is drawn on a grid where the smoothing sigma spans this
 many cells: fine enough for the smoothed field to be resolved, coarse enough to be cheap."""
