@@ -1,3 +1,4 @@
+import importlib.util
 import re
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from torch.export import Dim
 
 from segpets.errors import ConfigError
 from segpets.models import ResNet34UNet, SegmentationModel, UNet
+from segpets.models.blocks import NearestUpsample
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -30,7 +32,7 @@ def resnet34_encoder_state_dict() -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("name", ["unet", "resnet34_unet"])
-@pytest.mark.parametrize("upsample", ["deconv", "bilinear"])
+@pytest.mark.parametrize("upsample", ["deconv", "bilinear", "nearest"])
 def test_logits_have_input_size(name: str, upsample: str) -> None:
     torch.manual_seed(0)
     model = build(name, upsample).eval()
@@ -40,6 +42,44 @@ def test_logits_have_input_size(name: str, upsample: str) -> None:
         logits = model(torch.randn(2, 3, height, width))
         assert logits.shape == (2, 1, height, width)
         assert logits.max() < 0
+
+
+def test_nearest_upsampling_repeats_pixels_and_keeps_the_channels() -> None:
+    up = NearestUpsample(8, 4)
+    x = torch.randn(2, 8, 3, 5)
+    assert up.out_channels == 8 and not list(up.parameters())
+    torch.testing.assert_close(up(x), x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3))
+    # The stage's convolutions take the upsampled input and the skip, unreduced.
+    model = ResNet34UNet(upsample="nearest")
+    first_convs = [block.conv[0][0].in_channels for block in model.decoder]
+    assert first_convs == [512 + 256, 256 + 128, 128 + 64, 64 + 64, 32]
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("segmentation_models_pytorch") is None,
+    reason='compares with segmentation-models-pytorch, an optional extra (pip install -e ".[smp]")',
+)
+def test_resnet34_unet_with_nearest_upsampling_is_smps_unet() -> None:
+    """upsample=nearest is smp.Unet("resnet34")'s network up to the head: with smp's
+    weights copied in, in order, the decoder's output features are the same."""
+    import segmentation_models_pytorch as smp
+
+    torch.manual_seed(0)
+    theirs = smp.Unet("resnet34", encoder_weights=None, classes=1).eval()
+    ours = ResNet34UNet(upsample="nearest").eval()
+    encoder = {k: v for k, v in theirs.encoder.state_dict().items() if not k.startswith("fc.")}
+    ours.encoder.load_state_dict(encoder)
+    ours_keys = list(ours.decoder.state_dict())
+    theirs_values = list(theirs.decoder.state_dict().values())
+    assert len(ours_keys) == len(theirs_values)
+    ours.decoder.load_state_dict(dict(zip(ours_keys, theirs_values, strict=True)))
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        *skips, features = ours.encoder(x)
+        for block in ours.decoder:
+            features = block(features, skips.pop() if skips else None)
+        expected = theirs.decoder(theirs.encoder(x))
+    torch.testing.assert_close(features, expected)
 
 
 @pytest.mark.parametrize("name", ["unet", "resnet34_unet"])
@@ -75,9 +115,9 @@ def test_other_input_channels_and_classes(name: str) -> None:
 
 @pytest.mark.parametrize("model_class", [UNet, ResNet34UNet])
 def test_unknown_upsample_is_a_config_error(model_class: type[SegmentationModel]) -> None:
-    message = "model.upsample must be one of ['bilinear', 'deconv'], got 'nearest'"
+    message = "model.upsample must be one of ['bilinear', 'deconv', 'nearest'], got 'bicubic'"
     with pytest.raises(ConfigError, match=re.escape(message)):
-        model_class(upsample="nearest")
+        model_class(upsample="bicubic")
 
 
 def test_bad_widths_and_decoder_channels_are_config_errors() -> None:

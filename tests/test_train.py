@@ -10,7 +10,7 @@ from segpets.train import train
 from tests.helpers import TINY_UNET, compose_train, run_segpets, tiny_run_overrides
 
 
-@pytest.mark.parametrize("upsample", ["deconv", "bilinear"])
+@pytest.mark.parametrize("upsample", ["deconv", "bilinear", "nearest"])
 @pytest.mark.parametrize(
     "model", [TINY_UNET, ["model=resnet34_unet"]], ids=["unet", "resnet34_unet"]
 )

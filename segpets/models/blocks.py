@@ -57,6 +57,7 @@ class BilinearUpsample(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
+        self.out_channels = out_channels
         self.conv = ConvBNReLU(in_channels, out_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -64,11 +65,26 @@ class BilinearUpsample(nn.Module):
         return self.conv(x)
 
 
+class NearestUpsample(nn.Module):
+    """2x nearest-neighbour interpolation, no parameters, as smp's Unet decoder: the
+    channels pass through, and the stage's convolutions reduce them after the skip is
+    concatenated (more FLOPs than reducing first, as deconv and bilinear do)."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.out_channels = in_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(x, scale_factor=2.0, mode="nearest")
+
+
 UPSAMPLE_BLOCKS: dict[str, type[nn.Module]] = {
     "bilinear": BilinearUpsample,
     "deconv": DeconvUpsample,
+    "nearest": NearestUpsample,
 }
-"""`model.upsample` option -> block that doubles the resolution and maps in -> out channels."""
+"""`model.upsample` option -> block that doubles the resolution of in_channels features;
+it outputs its `out_channels` attribute's worth (the stage's width, or in_channels)."""
 
 
 def upsample_block(name: str) -> type[nn.Module]:
@@ -108,7 +124,8 @@ class AttentionGate(nn.Module):
 
 
 class UpBlock(nn.Module):
-    """Decoder stage: upsample to `out_channels`, concatenate the encoder skip, DoubleConv.
+    """Decoder stage: upsample (to `out_channels`, or keeping the input's channels for
+    `nearest`), concatenate the encoder skip, DoubleConv to `out_channels`.
 
     `skip_channels=0` makes a stage without skip (the last ResNet34UNet stage). A `gate`
     (an AttentionGate, set by AttentionUNet) reweighs the skip first, gated by the
@@ -122,7 +139,7 @@ class UpBlock(nn.Module):
         self.in_channels, self.skip_channels = in_channels, skip_channels
         self.gate: nn.Module | None = None
         self.up = upsample_block(upsample)(in_channels, out_channels)
-        self.conv = DoubleConv(out_channels + skip_channels, out_channels)
+        self.conv = DoubleConv(self.up.out_channels + skip_channels, out_channels)
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor | None = None) -> torch.Tensor:
         if skip is not None and self.gate is not None:

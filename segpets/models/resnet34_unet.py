@@ -48,9 +48,11 @@ class ResNet34UNet(SegmentationModel):
     """ResNet34 encoder and five up blocks back to the input resolution.
 
     Skips come from layer3, layer2, layer1 and the stem (stride 2); the last block has
-    none. Skips and `decoder_channels` are those of smp's `Unet("resnet34")`, so the two
-    compare fairly; smp upsamples by nearest interpolation before concatenating, ours
-    upsamples to the block's width first (14.4 against smp's 15.6 GFLOP at 256x256).
+    none. Skips and `decoder_channels` are those of smp's `Unet("resnet34")`. With
+    `upsample="nearest"` the decoder is smp's too (nearest 2x, concatenate, two convs);
+    `deconv` and `bilinear` reduce the channels to the block's width before concatenating,
+    which costs fewer FLOPs (14.4 against 15.6 GFLOP per 256x256 image with deconv).
+    The head is a 1x1 convolution where smp's is 3x3.
 
     `pretrained` (none | imagenet | PATH, see segpets.models.pretrained) starts the
     encoder from trained weights; `freeze_encoder_epochs` keeps it frozen for the first
