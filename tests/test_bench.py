@@ -13,6 +13,7 @@ import torch
 from segpets.bench import (
     SECTIONS,
     Workload,
+    _samples_per_second,
     bench,
     checked_autocast_dtype,
     count_host_syncs,
@@ -173,6 +174,34 @@ def test_precisions_map_to_autocast():
 def test_bad_options_fail_before_measuring(tmp_path: Path, override: str, message: str):
     with pytest.raises(ConfigError, match=message):
         bench(compose_bench(tmp_path, [*TINY, override]))
+
+
+def test_data_passes_draw_the_same_augmentations_for_both_datasets():
+    """Every pass reseeds the augmentations and reads `count` samples in order, so the
+    decoded and the cached dataset are timed on the same draws; throughput is samples
+    over a pass's time."""
+
+    class Recording:
+        def __init__(self) -> None:
+            self.seeds: list[int] = []
+            self.indices: list[int] = []
+
+        def __len__(self) -> int:
+            return 3
+
+        def seed_augmentations(self, seed: int) -> None:
+            self.seeds.append(seed)
+
+        def __getitem__(self, index: int) -> int:
+            self.indices.append(index)
+            return index
+
+    datasets = {"decoded": Recording(), "cached": Recording()}
+    rates = _samples_per_second(datasets, count=5, rounds=2, seed=7)
+    for dataset in datasets.values():
+        assert dataset.seeds == [7, 7, 7]  # one untimed pass, then two timed
+        assert dataset.indices == [0, 1, 2, 0, 1] * 3
+    assert set(rates) == {"decoded", "cached"} and all(rate > 0 for rate in rates.values())
 
 
 def test_data_section_falls_back_to_the_real_sample(tmp_path: Path, monkeypatch, synthetic_root):
