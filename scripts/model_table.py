@@ -37,6 +37,12 @@ ROWS = (
     Row("UNet", "model=unet", "unet"),
     Row("Attention U-Net", "model=attention_unet", "attention_unet"),
     Row("ResNet34-UNet", "model=resnet34_unet", "resnet34_unet"),
+    Row(
+        "ResNet34-UNet, smp's decoder",
+        "model=resnet34_unet model.upsample=nearest",
+        "resnet34_unet",
+        (("upsample", "nearest"),),
+    ),
     Row("DeepLabV3-ResNet50", "model=deeplabv3", "deeplabv3"),
     Row(
         "DeepLabV3-ResNet101",
