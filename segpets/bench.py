@@ -90,11 +90,14 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
     if "train" in sections:
         results["train"] = workload.cost()
     loops = [name for name in ("plain", "lightning") if name in sections]
+    smp_flops = 0.0
     if "smp" in sections:
-        results["smp"] = workload.smp_status()
+        results["smp"] = workload.smp_cost()
         if results["smp"]["status"] == "ok":
             loops.append("smp")
-    results.update(workload.loops(loops, cfg.rounds, peak))
+            smp_flops = results["smp"]["gflop_per_step"] * 1e9
+    for name, timed in workload.loops(loops, cfg.rounds, peak, smp_flops).items():
+        results[name] = {**results.get(name, {}), **timed}
     if "plain" in loops and "lightning" in loops:
         results["lightning"]["ratio_to_plain"] = (
             results["lightning"]["ms_median"] / results["plain"]["ms_median"]
@@ -342,8 +345,6 @@ class Workload:
 
     def __init__(self, cfg: DictConfig, device: torch.device) -> None:
         self.cfg = cfg
-        self._smp_flops = 0
-        self._smp_cost: dict[str, Any] = {}
         self.device = device
         self.dtype = checked_autocast_dtype(cfg.trainer.precision, device)
         self.channels_last = bool(cfg.module.get("channels_last", False))
@@ -428,8 +429,11 @@ class Workload:
             "gflop_per_image_inference": self.flops("inference") / 1e9 / self.batch_size,
         }
 
-    def loops(self, names: list[str], rounds: int, peak: float | None) -> dict[str, Any]:
-        """Time the training loops `names` ("plain", "lightning", "smp"), `rounds` times.
+    def loops(
+        self, names: list[str], rounds: int, peak: float | None, smp_flops: float = 0.0
+    ) -> dict[str, Any]:
+        """Time the training loops `names` ("plain", "lightning", "smp"), `rounds` times;
+        `smp_flops` is smp's cost per step (`smp_cost`).
 
         In each round the plain loops (ours and smp's) alternate step by step, then the
         Trainer runs its steps: a busy spell of the machine slows the plain loops alike
@@ -455,15 +459,13 @@ class Workload:
                 times[name] += round_times
         results: dict[str, Any] = {}
         for name in names:
-            flops = self._smp_flops if name == "smp" else self.flops("train")
+            flops = smp_flops if name == "smp" else self.flops("train")
             results[name] = summarize(times[name], self.batch_size, flops, peak)
         if "lightning" in names:
             batches = rounds * (self.warmup + self.steps + 1)
             results["lightning"]["host_syncs_per_step"] = {
                 method: n / batches for method, n in syncs.items()
             }
-        if "smp" in names:
-            results["smp"] = {**self._smp_cost, **results["smp"]}
         return results
 
     def lightning(self) -> tuple[list[float], Counter]:
@@ -532,8 +534,9 @@ class Workload:
         results["status"] = "ok"
         return results
 
-    def smp_status(self) -> dict[str, Any]:
-        """Whether smp.Unet("resnet34") can be timed here: {"status": "ok" | why not}."""
+    def smp_cost(self) -> dict[str, Any]:
+        """smp.Unet("resnet34")'s size and FLOPs per training step, with "status": "ok";
+        or only the status saying why it cannot be timed here."""
         if importlib.util.find_spec("segmentation_models_pytorch") is None:
             return {"status": "not installed (pip install segmentation-models-pytorch)"}
         if self.cfg.data.image_size % 32:
@@ -541,14 +544,12 @@ class Workload:
         import segmentation_models_pytorch as smp
 
         model = self._smp_model()
-        self._smp_flops = count_flops(self._train_step(model)[1])
-        self._smp_cost = {
+        return {
             "status": "ok",
             "version": smp.__version__,
             "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
-            "gflop_per_step": self._smp_flops / 1e9,
+            "gflop_per_step": count_flops(self._train_step(model)[1]) / 1e9,
         }
-        return {"status": "ok"}
 
     def _smp_model(self) -> nn.Module:
         """smp.Unet("resnet34", encoder_weights=None, classes=1), seeded like ours."""
