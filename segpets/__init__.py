@@ -12,7 +12,8 @@ def _run_dir(ckpt_path: str | None, runs_dir: str, new_dir: str) -> str:
 
 
 def _auto_precision() -> str:
-    """bf16-mixed where the hardware computes in bfloat16 (CPUs, Ampere and newer GPUs), else 16-mixed.
+    """bf16-mixed where the hardware computes in bfloat16 (CPUs, Ampere and newer GPUs),
+    else 16-mixed.
 
     On this project's 2-core CPU it trains ResNet34-UNet 1.7x faster than 32-true
     (`python -m segpets.bench`); losses stay in float32 either way.
