@@ -44,18 +44,17 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
-from segpets.cli import exit_on_user_error, run
+from segpets.builders import build_datamodule, build_module, resolve_trainer_config
+from segpets.cli import CONFIG_PATH, exit_on_user_error, run
+from segpets.data.augment import PRESETS, augment_preset
 from segpets.data.oxford_pet import check_layout
 from segpets.errors import ConfigError, DataError
 from segpets.inference import autocast_dtype
 from segpets.runtime import configure_runtime
-from segpets.train import build_datamodule, build_module
 
 log = logging.getLogger("segpets")
 
 SECTIONS = ("peak", "train", "plain", "lightning", "smp", "inference", "loader", "data")
-AUGMENTS = ("none", "basic", "strong")
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 SAMPLE_ROOT = Path(__file__).resolve().parents[2] / "shared" / "data" / "oxford-iiit-pet-sample"
 # Python-level Tensor methods that make the host wait for the device's result.
 HOST_SYNC_METHODS = (
@@ -70,7 +69,7 @@ HOST_SYNC_METHODS = (
 )
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="bench")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="bench")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     bench(cfg)
@@ -80,6 +79,7 @@ def bench(cfg: DictConfig) -> dict[str, Any]:
     """Run the configured sections; write `cfg.output` (JSON) and print a table."""
     sections = _check_options(cfg)
     configure_runtime(cfg)
+    resolve_trainer_config(cfg)
     device = _device(cfg)
     workload = Workload(cfg, device)
     results: dict[str, Any] = {"settings": _settings(cfg, device, workload)}
@@ -645,13 +645,6 @@ def data_root(cfg: DictConfig) -> Path:
     return root
 
 
-def augment_preset(name: str, image_size: int) -> list[Any]:
-    """The transforms of configs/augment/<name>.yaml, as a run at `image_size` builds them."""
-    preset = OmegaConf.load(CONFIG_DIR / "augment" / f"{name}.yaml")
-    node = OmegaConf.create({"data": {"image_size": image_size}, "augment": preset})
-    return list(instantiate(node.augment.train))
-
-
 def data_section(cfg: DictConfig) -> dict[str, Any]:
     """Samples per second of the train dataset in this process, i.e. per loader worker:
     decode (or cache read), augment, normalise, to tensor; no collation.
@@ -666,7 +659,7 @@ def data_section(cfg: DictConfig) -> dict[str, Any]:
     if root != Path(cfg.data.root):
         log.info(f"data.root {cfg.data.root} holds no dataset: the data section reads {root}")
     results: dict[str, Any] = {"root": str(root), "image_size": cfg.data.image_size}
-    for augment in AUGMENTS:
+    for augment in PRESETS:
         transforms = augment_preset(augment, cfg.data.image_size)
         datasets = {}
         for cache in (False, True):
@@ -787,7 +780,7 @@ def _print_table(results: dict[str, Any], output: Path) -> None:
     if data:
         if data["status"] != "ok":
             table.add_row("data", "", "", "", "", data["status"])
-        for augment in AUGMENTS:
+        for augment in PRESETS:
             if augment in data:
                 row = data[augment]
                 table.add_row(f"data {augment}", _fmt(row["decoded_img_s"]), "", "", "", "decoded")

@@ -8,6 +8,7 @@ option, what is wrong and how to fix it). Anything else is a bug and keeps its t
 import functools
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
@@ -16,6 +17,9 @@ from segpets.errors import ConfigError, SegpetsError
 
 T = TypeVar("T")
 USER_ERROR = 2
+CONFIG_PATH = "pkg://segpets.configs"
+"""Where the apps' configs are: the package `segpets.configs`, the repo's configs/ folder,
+installed with segpets (pyproject.toml), so every install finds them."""
 
 _task_started = False
 
@@ -50,12 +54,32 @@ def exit_on_user_error(task: Callable[[DictConfig], T]) -> Callable[[DictConfig]
 
 def run(main: Callable[[], Any]) -> None:
     """Run a `@hydra.main` function; Hydra's own config errors exit with status 2, not 1."""
+    config_dir = _config_dir_argument(sys.argv[1:])
+    if config_dir is not None and not Path(config_dir).is_dir():
+        print(
+            f"segpets: error: --config-dir {config_dir}: no such folder. Give a folder of your "
+            "own YAML files laid out like segpets' config groups (e.g. DIR/experiment/mine.yaml "
+            "for experiment=mine); they add to segpets' configs and replace those of the same name",
+            file=sys.stderr,
+        )
+        raise SystemExit(USER_ERROR)
     try:
         main()
     except SystemExit as exit_:
         if exit_.code == 1 and not _task_started:
             raise SystemExit(USER_ERROR) from None
         raise
+
+
+def _config_dir_argument(args: Sequence[str]) -> str | None:
+    """The value of Hydra's `--config-dir DIR` / `-cd DIR` / `--config-dir=DIR`, if given."""
+    for index, arg in enumerate(args):
+        for flag in ("--config-dir", "-cd"):
+            if arg == flag and index + 1 < len(args):
+                return args[index + 1]
+            if arg.startswith(flag + "="):
+                return arg.split("=", 1)[1]
+    return None
 
 
 def require_options(cfg: DictConfig, keys: Sequence[str], usage: str) -> None:

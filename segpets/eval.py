@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.progress import track
 from torch.utils.data import DataLoader
 
-from segpets.cli import exit_on_user_error, run
+from segpets.cli import CONFIG_PATH, exit_on_user_error, run
 from segpets.data.loading import AUTO, loader_options
 from segpets.errors import ConfigError
 from segpets.inference import (
@@ -129,7 +129,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     return report
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="eval")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="eval")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float:
     return evaluate(cfg, HydraConfig.get().overrides.task)["dice"]

@@ -36,7 +36,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 import segpets
-from segpets.cli import exit_on_user_error, require_options, run, to_container
+from segpets.cli import CONFIG_PATH, exit_on_user_error, require_options, run, to_container
 from segpets.errors import ConfigError, SegpetsError
 from segpets.inference import load_trained
 
@@ -257,7 +257,7 @@ def export(cfg: DictConfig, overrides: Sequence[str] = ()) -> Path:
     return output
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="export")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="export")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     export(cfg, HydraConfig.get().overrides.task)

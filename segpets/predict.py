@@ -39,7 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.utils import make_grid
 
 from segpets.callbacks import triptychs
-from segpets.cli import exit_on_user_error, require_options, run
+from segpets.cli import CONFIG_PATH, exit_on_user_error, require_options, run
 from segpets.data.loading import AUTO, check_loader_options, loader_options
 from segpets.data.oxford_pet import (
     UNREADABLE,
@@ -410,7 +410,7 @@ def predict(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     return summary
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="predict")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="predict")
 @exit_on_user_error
 def main(cfg: DictConfig) -> None:
     summary = predict(cfg, HydraConfig.get().overrides.task)

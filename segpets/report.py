@@ -11,11 +11,12 @@ import argparse
 import csv
 import json
 import sys
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
+
+from segpets.runs import describe
 
 CURVES = ("train/loss_epoch", "val/loss", "train/dice", "val/dice")
 COLUMNS = (
@@ -23,47 +24,6 @@ COLUMNS = (
     "parameters", "best_val_dice", "best_epoch", "test_dice", "test_dice_dataset",
     "test_iou", "lowest_val_loss_epoch", "train_seconds", "overrides",
 )  # fmt: skip
-
-
-def describe(config: Mapping[str, Any] | DictConfig, choices: Mapping[str, str]) -> dict[str, Any]:
-    """What distinguishes a run: its group choices and the settings people compare."""
-    config = OmegaConf.create(dict(config)) if not isinstance(config, DictConfig) else config
-
-    def pick(key: str) -> Any:
-        value = OmegaConf.select(config, key, default=None, throw_on_resolution_failure=False)
-        return value if isinstance(value, int | float | str | bool) or value is None else str(value)
-
-    return {
-        "model": choices.get("model", pick("model._target_")),
-        "loss": choices.get("loss", pick("loss._target_")),
-        "upsample": pick("model.upsample"),
-        "augment": choices.get("augment"),
-        "data": choices.get("data"),
-        "precision": str(pick("trainer.precision")),
-        "epochs": pick("trainer.max_epochs"),
-        "lr": pick("optimizer.lr"),
-        "batch_size": pick("data.batch_size"),
-        "image_size": pick("data.image_size"),
-    }
-
-
-def hparams_of(metrics: Mapping[str, Any], cfg: DictConfig) -> dict[str, Any]:
-    """TensorBoard HPARAMS for a run: its description and its command-line overrides."""
-    hparams = {k: ("" if v is None else v) for k, v in describe(cfg, metrics["choices"]).items()}
-    hparams["overrides"] = " ".join(metrics["overrides"])
-    return hparams
-
-
-def hparam_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
-    """The final numbers shown beside the hyperparameters in TensorBoard's HPARAMS tab."""
-    val, test = metrics.get("val", {}), metrics.get("test", {})
-    pairs = {
-        "hp/val_dice": val.get("val/dice"),
-        "hp/test_dice": test.get("test/dice"),
-        "hp/test_dice_dataset": test.get("test/dice_dataset"),
-        "hp/test_iou": test.get("test/iou"),
-    }
-    return {name: float(value) for name, value in pairs.items() if value is not None}
 
 
 def find_runs(root: Path) -> list[Path]:

@@ -12,92 +12,30 @@ from typing import Any
 import hydra
 import lightning as L
 import torch
-from hydra.core.hydra_config import HydraConfig
-from hydra.errors import InstantiationException
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
-from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
+from segpets.builders import (
+    build_datamodule,
+    build_module,
+    build_trainer,
+    instantiate_all,
+    resolve_trainer_config,
+)
 from segpets.checkpointing import find_checkpoint
-from segpets.cli import exit_on_user_error, run, to_container
-from segpets.errors import ConfigError, SegpetsError
+from segpets.cli import CONFIG_PATH, exit_on_user_error, run, to_container
+from segpets.errors import SegpetsError
 from segpets.inference import load_model, read_checkpoint
 from segpets.models import encoder_callbacks
 from segpets.module import MONITOR
-from segpets.report import hparam_metrics, hparams_of
+from segpets.precision import machine
+from segpets.runs import hparam_metrics, hparams_of, hydra_choices, hydra_overrides
 from segpets.runtime import configure_runtime
 
 INTERRUPTED = 130
 """Exit status of a run stopped by Ctrl-C or SIGTERM after saving last.ckpt."""
-
-
-def _instantiate_all(group: DictConfig | None) -> list[Any]:
-    """Callbacks and loggers are dicts of named configs; `name: null` switches one off."""
-    if not group:
-        return []
-    return [instantiate(node) for node in group.values() if node is not None]
-
-
-def _optimizer_factory(cfg: DictConfig) -> Any:
-    """The partial optimizer, tried on a dummy parameter so bad values fail now, not after setup."""
-    factory = instantiate(cfg.optimizer)
-    try:
-        factory(params=[torch.zeros(1, requires_grad=True)])
-    except (ValueError, TypeError) as error:
-        raise ConfigError(f"optimizer ({cfg.optimizer._target_}): {error}") from None
-    return factory
-
-
-def build_module(cfg: DictConfig) -> L.LightningModule:
-    """The LightningModule described by `cfg`, carrying `cfg` into its checkpoints."""
-    scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
-    module = instantiate(
-        cfg.module,
-        model=instantiate(cfg.model),
-        loss=instantiate(cfg.loss),
-        optimizer=_optimizer_factory(cfg),
-        scheduler=scheduler,
-    )
-    module.run_config = to_container(cfg)
-    return module
-
-
-def build_datamodule(cfg: DictConfig, **overrides: Any) -> L.LightningDataModule:
-    """The data module of `cfg.data` with `cfg.augment`; `overrides` replace data options."""
-    try:
-        augment = instantiate(cfg.augment.train)
-    except InstantiationException:
-        # Augmentations interpolate data options (sizes): name a bad data option first.
-        instantiate(cfg.data, augment=None)
-        raise
-    return instantiate(cfg.data, augment=augment, **overrides)
-
-
-def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
-    """The Trainer, with Lightning's complaints about its options turned into ConfigErrors."""
-    check_precision(cfg.trainer)
-    try:
-        return instantiate(cfg.trainer, **kwargs)
-    except InstantiationException as error:
-        cause = error.__cause__
-        if isinstance(cause, ValueError | MisconfigurationException):
-            raise ConfigError(f"trainer: {cause}") from None
-        raise
-
-
-def check_precision(trainer_cfg: DictConfig) -> None:
-    """bf16 needs hardware support on a GPU; say so before anything is built."""
-    precision = str(trainer_cfg.get("precision"))
-    uses_gpu = (
-        trainer_cfg.get("accelerator") in {"gpu", "cuda", "auto"} and torch.cuda.is_available()
-    )
-    if precision.startswith("bf16") and uses_gpu and not torch.cuda.is_bf16_supported():
-        raise ConfigError(
-            f"trainer.precision={precision}: this GPU ({torch.cuda.get_device_name()}) cannot "
-            "compute in bfloat16; use trainer.precision=16-mixed"
-        )
 
 
 def _resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
@@ -131,11 +69,12 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ckpt_path = _resume_checkpoint(cfg, output_dir)
     L.seed_everything(cfg.seed, workers=True)
     configure_runtime(cfg)
+    resolve_trainer_config(cfg)
 
     # Model, loss, optimizer and trainer first: their option errors surface before data is read.
     module = build_module(cfg)
-    callbacks = [*_instantiate_all(cfg.get("callbacks")), *encoder_callbacks(module.model)]
-    loggers = _instantiate_all(cfg.get("logger"))
+    callbacks = [*instantiate_all(cfg.get("callbacks")), *encoder_callbacks(module.model)]
+    loggers = instantiate_all(cfg.get("logger"))
     trainer = build_trainer(cfg, callbacks=callbacks, logger=loggers or False)
     datamodule = build_datamodule(cfg)
     for logger in trainer.loggers:
@@ -157,8 +96,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
     metrics: dict[str, Any] = {
         "seed": cfg.seed,
-        "choices": _choices(),
-        "overrides": _overrides(),
+        "precision": str(cfg.trainer.precision),
+        "machine": machine(),
+        "choices": hydra_choices(),
+        "overrides": hydra_overrides(),
         "parameters": sum(p.numel() for p in module.model.parameters()),
         "train_seconds": round(time.perf_counter() - started, 2),
         "output_dir": str(output_dir),
@@ -184,19 +125,6 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     return metrics
 
 
-def _choices() -> dict[str, str]:
-    """The option picked in each config group (model: unet, ...), when run through Hydra."""
-    if not HydraConfig.initialized():
-        return {}
-    return {
-        k: str(v) for k, v in HydraConfig.get().runtime.choices.items() if not k.startswith("hydra")
-    }
-
-
-def _overrides() -> list[str]:
-    return list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-
-
 def _epoch_of(checkpoint_path: str | None) -> int | None:
     if not checkpoint_path:
         return None
@@ -217,7 +145,7 @@ def _print_summary(metrics: dict[str, Any], output_dir: Path) -> None:
     print("\n".join(lines))
 
 
-@hydra.main(version_base="1.3", config_path="../configs", config_name="train")
+@hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from segpets.bench import augment_preset
 from segpets.data import CachedOxfordPetDataset, DecodedImageCache, OxfordPetDataModule
+from segpets.data.augment import augment_preset
 from segpets.data.cache import cache_size, resize_for_cache
 from segpets.data.oxford_pet import OxfordPetDataset, load_image, load_trimap, trimap_to_mask
 from segpets.data.transforms import eval_transform, train_transform

@@ -1,0 +1,1 @@
+"""segpets' Hydra configs, installed as the package `segpets.configs` (see pyproject.toml)."""

@@ -1,0 +1,16 @@
+"""The augmentation presets of configs/augment, built outside a Hydra run."""
+
+from importlib.resources import files
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+PRESETS = ("none", "basic", "strong")
+
+
+def augment_preset(name: str, image_size: int) -> list[Any]:
+    """The transforms of configs/augment/<name>.yaml, as a run at `image_size` builds them."""
+    preset = OmegaConf.create((files("segpets.configs") / "augment" / f"{name}.yaml").read_text())
+    node = OmegaConf.create({"data": {"image_size": image_size}, "augment": preset})
+    return list(instantiate(node.augment.train))

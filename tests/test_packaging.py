@@ -1,0 +1,96 @@
+"""A regular (wheel) install runs from any folder: the configs ship inside the package."""
+
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import REPO_ROOT, run_segpets, tiny_run_overrides
+
+GROUPS = ("augment", "data", "debug", "experiment", "logger", "loss", "model", "trainer")
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """segpets built as a wheel and installed, without its dependencies, into a fresh folder."""
+    tmp = tmp_path_factory.mktemp("wheel")
+    pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
+    build = [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp / "dist")]
+    subprocess.run([*build, str(REPO_ROOT)], check=True, capture_output=True)
+    (wheel,) = (tmp / "dist").glob("segpets-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    assert "segpets/configs/train.yaml" in names
+    assert "segpets/configs/experiment/quickstart.yaml" in names
+    assert "segpets/configs/hydra/launcher/slurm.yaml" in names
+    assert not any(name.startswith("configs/") for name in names)
+    target = tmp / "site"
+    install = [*pip, "install", "--no-deps", "--no-compile", "--target", str(target), str(wheel)]
+    subprocess.run(install, check=True, capture_output=True)
+    return target
+
+
+def run_installed(site: Path, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    """`python -m ...` from `cwd` (outside the repo), seeing the installed copy, not the repo."""
+    env = {**os.environ, "PYTHONPATH": str(site), "PYTHONSAFEPATH": "1"}
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.mark.slow
+def test_the_wheel_composes_and_trains_from_another_folder(installed, synthetic_root, tmp_path):
+    where = run_installed(installed, tmp_path, "-c", "import segpets; print(segpets.__file__)")
+    assert where.stdout.strip() == str(installed / "segpets" / "__init__.py")
+
+    job = run_installed(
+        installed, tmp_path, "-m", "segpets.train", "experiment=quickstart", "--cfg", "job"
+    )
+    assert job.returncode == 0, job.stderr
+    assert "task_name: quickstart" in job.stdout and "image_size: 96" in job.stdout
+
+    run = run_installed(
+        installed,
+        tmp_path,
+        "-m",
+        "segpets.train",
+        *tiny_run_overrides(synthetic_root),
+        "model.widths=[4,8,16]",
+        "debug=fdr",
+        "logger=csv",
+    )
+    assert run.returncode == 0, run.stderr
+    assert "test Dice (mean per image)" in run.stdout
+    assert list((tmp_path / "logs" / "train" / "runs").glob("*/*/metrics.json"))
+
+
+@pytest.mark.slow
+def test_help_lists_every_config_group_and_its_options(installed, tmp_path):
+    result = run_installed(installed, tmp_path, "-m", "segpets.train", "--help")
+    assert result.returncode == 0, result.stderr
+    groups = result.stdout.split("== Configuration groups ==")[1].split("== Config ==")[0]
+    for group in GROUPS:
+        assert f"\n{group}: " in groups
+    assert "resnet34_unet" in groups and "quickstart" in groups and "bce_tversky" in groups
+
+
+def test_a_config_dir_of_ones_own_adds_options(tmp_path):
+    (tmp_path / "mine" / "experiment").mkdir(parents=True)
+    (tmp_path / "mine" / "experiment" / "small.yaml").write_text(
+        "# @package _global_\ndata:\n  image_size: 40\n"
+    )
+    result = run_segpets(
+        "train", "--config-dir", "mine", "experiment=small", "--cfg", "job", cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "image_size: 40" in result.stdout
+
+
+def test_a_missing_config_dir_is_exit_2_naming_it(tmp_path):
+    result = run_segpets("train", "--config-dir", "nowhere", "--cfg", "job", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "--config-dir nowhere: no such folder" in result.stderr
+    assert "Traceback" not in result.stderr
