@@ -7,10 +7,9 @@
   glibc serves every allocation above its mmap threshold (128 KiB, rising to at most
   32 MiB) with a fresh mapping and unmaps it on free, so a CPU training step that frees
   and reallocates gigabytes of activations has the kernel fault and zero them in again
-  page by page: on a 2-core CPU, a 13 s training step of UNet at 256 px and batch 16
-  spent 7 s of CPU time in the kernel, mostly on those faults. Serving them from the
-  heap and never trimming it keeps the pages; the cost is that the process holds on to
-  its peak memory until it exits.
+  page by page, every step. Serving them from the heap and never trimming it keeps the
+  pages; the cost is that the process holds on to its peak memory until it exits.
+  docs/performance.md has what it buys, per machine.
 """
 
 import ctypes

@@ -1,6 +1,7 @@
 """A regular (wheel) install runs from any folder: the configs ship inside the package."""
 
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -10,6 +11,7 @@ import pytest
 
 from tests.helpers import REPO_ROOT, run_segpets, tiny_run_overrides
 
+NOT_SOURCES = (".git", "build", "dist", "logs", "data", "*.egg-info", "__pycache__", ".*_cache")
 GROUPS = ("augment", "data", "debug", "experiment", "logger", "loss", "model", "trainer")
 
 
@@ -17,9 +19,12 @@ GROUPS = ("augment", "data", "debug", "experiment", "logger", "loss", "model", "
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """segpets built as a wheel and installed, without its dependencies, into a fresh folder."""
     tmp = tmp_path_factory.mktemp("wheel")
+    # A copy of the sources: setuptools builds inside the tree, and a stale build/ could leak in.
+    source = tmp / "source"
+    shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCES))
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     build = [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp / "dist")]
-    subprocess.run([*build, str(REPO_ROOT)], check=True, capture_output=True)
+    subprocess.run([*build, str(source)], check=True, capture_output=True)
     (wheel,) = (tmp / "dist").glob("segpets-*.whl")
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())

@@ -42,8 +42,7 @@ class FastElasticTransform(A.ElasticTransform):
     (tests/test_augment.py); near them albumentations' smoothing repeats the edge pixel,
     which inflates its field there when `sigma` is a large part of the image. Warping the
     image and mask is albumentations' own code, so options and targets are the same;
-    `approximate` has no effect. At 256 px with alpha=50, sigma=5 it takes 0.53 ms against
-    3.84 ms on this project's CPU (README, "Performance").
+    `approximate` has no effect. docs/performance.md times both.
     """
 
     def get_params_dependent_on_data(

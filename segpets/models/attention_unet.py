@@ -12,8 +12,7 @@ class AttentionUNet(UNet):
     Same encoder, decoder, widths and `upsample` switch as UNet; each gate is driven
     by the decoder feature entering the block (one level coarser than its skip), so
     the network learns to pass on only the skip pixels the decoder finds relevant.
-    With the default widths the gates add 1.1M parameters (+4%) and 1.6 GFLOP at
-    256x256 (+2%).
+    The gates add a few percent of parameters and FLOPs (docs/models.md).
     """
 
     def __init__(self, **unet_options: Any) -> None:

@@ -32,9 +32,9 @@ class DeconvUpsample(nn.ConvTranspose2d):
 
     A 2x2 transposed convolution with stride 2 gives every input pixel its own 2x2 output
     patch, so it is one matrix product over channels and a rearrangement of the result.
-    Computed that way, with the same parameters and the same result, it trains 2x faster
-    than torch's ConvTranspose2d under bf16 autocast on a CPU, though 0.76x as fast in
-    float32 (scripts/deconv_bench.py). The output keeps the input's memory format.
+    Computed that way it has the same parameters and the same result as torch's
+    ConvTranspose2d, and under bf16 autocast on a CPU it is faster (scripts/deconv_bench.py
+    measures both; docs/performance.md). The output keeps the input's memory format.
     """
 
     def __init__(self, in_channels: int, out_channels: int) -> None:

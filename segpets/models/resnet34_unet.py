@@ -51,7 +51,7 @@ class ResNet34UNet(SegmentationModel):
     none. Skips and `decoder_channels` are those of smp's `Unet("resnet34")`. With
     `upsample="nearest"` the decoder is smp's too (nearest 2x, concatenate, two convs);
     `deconv` and `bilinear` reduce the channels to the block's width before concatenating,
-    which costs fewer FLOPs (14.4 against 15.6 GFLOP per 256x256 image with deconv).
+    which costs fewer FLOPs (docs/models.md).
     The head is a 1x1 convolution where smp's is 3x3.
 
     `pretrained` (none | imagenet | PATH, see segpets.models.pretrained) starts the
