@@ -12,11 +12,11 @@ shapes are the five up-steps of ResNet34-UNet's decoder at `--size` px (512->256
 import argparse
 import statistics
 from collections.abc import Callable
-from time import perf_counter
 
 import torch
 from torch import nn
 
+from segpets.bench import time_alternating
 from segpets.models.blocks import DeconvUpsample
 from segpets.runtime import keep_host_memory
 
@@ -58,13 +58,7 @@ def main() -> None:
         x = torch.randn(args.batch, c_in, side, side).contiguous(memory_format=torch.channels_last)
         x.requires_grad_()
         steps = {"ConvTranspose2d": step(theirs, x, dtype), "DeconvUpsample": step(ours, x, dtype)}
-        times: dict[str, list[float]] = {name: [] for name in steps}
-        for index in range(args.steps + 3):
-            for name, run in steps.items():
-                start = perf_counter()
-                run()
-                if index >= 3:
-                    times[name].append(perf_counter() - start)
+        times = time_alternating(steps, args.steps, warmup=3)
         medians = {name: 1e3 * statistics.median(t) for name, t in times.items()}
         for name, value in medians.items():
             totals[name] += value

@@ -2,9 +2,10 @@
 
     python scripts/model_table.py [--size 256]   # with segpets installed (pip install -e .)
 
-FLOPs are counted by torch.utils.flop_counter.FlopCounterMode (a multiply-add counts
-as 2 FLOPs; convolutions and matrix products only) for one image in eval mode. The
-models are built on the meta device, so nothing is computed and no weights are read.
+FLOPs are counted by segpets.bench's count_flops, as the bench counts them (torch's
+FlopCounterMode: a multiply-add counts as 2 FLOPs; convolutions and matrix products only),
+for one image in eval mode. The models are built on the meta device, so nothing is
+computed and no weights are read.
 smp rows appear only when segmentation-models-pytorch is installed.
 """
 
@@ -18,7 +19,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
+
+from segpets.bench import count_flops
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_CONFIGS = REPO_ROOT / "configs" / "model"
@@ -63,10 +65,9 @@ def measure(model: nn.Module, size: int, device: str | torch.device = "meta") ->
     """(parameters, FLOPs) of `model` on one 3 x size x size image, in eval mode."""
     parameters = sum(p.numel() for p in model.parameters())
     model = model.eval()
-    counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        model(torch.zeros(1, 3, size, size, device=device))
-    return parameters, counter.get_total_flops()
+    with torch.no_grad():
+        flops = count_flops(lambda: model(torch.zeros(1, 3, size, size, device=device)))
+    return parameters, flops
 
 
 def build(row: Row) -> nn.Module:

@@ -1,4 +1,5 @@
-"""`python -m segpets.bench`: every section runs and reports finite numbers; no host syncs."""
+"""`python -m segpets.bench`: every section runs and reports finite numbers; no host syncs;
+the machine is named; without a dataset in data.root the data sections say so."""
 
 import json
 import math
@@ -13,14 +14,18 @@ import torch
 from segpets.bench import (
     SECTIONS,
     Workload,
-    _samples_per_second,
     bench,
+    bench_device,
     checked_autocast_dtype,
     count_host_syncs,
     data_root,
+    dataset_status,
+    precision_section,
+    samples_per_second,
 )
 from segpets.data.loading import MAX_WORKERS, available_cpus
 from segpets.errors import ConfigError
+from segpets.precision import auto_precision
 from tests.helpers import REPO_ROOT, compose_train
 
 TINY = [
@@ -36,6 +41,7 @@ TINY = [
     "loader_workers=[0,auto]",
 ]
 TIMED = ("img_s", "ms_median", "ms_min", "ms_max", "gflops", "peak_rss_mb")
+MACHINE = ("cpu", "cpu_isa", "cpu_count", "torch_threads", "gpu", "torch")
 
 
 @pytest.fixture
@@ -77,6 +83,7 @@ def test_cli_writes_every_section(synthetic_root: Path, tmp_path: Path):
         "-m",
         "segpets.bench",
         *TINY,
+        f"sections=[{','.join(SECTIONS)}]",  # precision runs only when listed
         f"data.root={synthetic_root}",
         f"hydra.run.dir={run_dir}",
     ]
@@ -85,16 +92,18 @@ def test_cli_writes_every_section(synthetic_root: Path, tmp_path: Path):
     )
     assert process.returncode == 0, process.stderr[-3000:]
     assert "segpets.bench" in process.stdout and "plain PyTorch" in process.stdout
+    assert "precision auto" in process.stdout
 
     results = json.loads((run_dir / "bench.json").read_text())
     assert set(SECTIONS) <= set(results)
     settings = results["settings"]
     assert settings["model"] == "UNet" and settings["image_size"] == 64
     assert settings["batch_size"] == 2 and settings["steps"] == 2 and settings["rounds"] == 2
-    # Training's defaults, measured as training runs them.
-    assert settings["precision"] == "bf16-mixed" and settings["channels_last"]
+    # Training's defaults, measured as training runs them (precision auto, resolved).
+    assert settings["precision"] == auto_precision("auto") and settings["channels_last"]
     assert settings["fused_optimizer"] and settings["keep_host_memory"]
     assert positive(results["peak_rss_mb"])
+    assert set(MACHINE) <= set(results["machine"])
 
     peak = results["peak"]
     assert set(peak["variants"]) == {"fp32", "fp32_cl", "bf16", "bf16_cl"}
@@ -133,6 +142,12 @@ def test_cli_writes_every_section(synthetic_root: Path, tmp_path: Path):
             assert positive(data[augment][key]), (augment, key)
     # The cache went where data.cache_dir says: under the run's working directory.
     assert list((tmp_path / "data" / "cache").iterdir())
+
+    precision = results["precision"]
+    assert precision["auto_picks"] == auto_precision("auto")
+    for layouts in precision["variants"].values():
+        for result in layouts.values():
+            assert_timed(result)
 
 
 def test_training_step_does_not_wait_for_the_device(tmp_path: Path, one_thread):
@@ -197,28 +212,94 @@ def test_data_passes_draw_the_same_augmentations_for_both_datasets():
             return index
 
     datasets = {"decoded": Recording(), "cached": Recording()}
-    rates = _samples_per_second(datasets, count=5, rounds=2, seed=7)
+    rates = samples_per_second(datasets, count=5, rounds=2, seed=7)
     for dataset in datasets.values():
         assert dataset.seeds == [7, 7, 7]  # one untimed pass, then two timed
         assert dataset.indices == [0, 1, 2, 0, 1] * 3
     assert set(rates) == {"decoded", "cached"} and all(rate > 0 for rate in rates.values())
 
 
-def test_data_section_falls_back_to_the_real_sample(tmp_path: Path, monkeypatch, synthetic_root):
-    # Any dataset in the official layout stands in for the sample.
-    monkeypatch.setattr("segpets.bench.SAMPLE_ROOT", synthetic_root)
-    missing = compose_bench(tmp_path, [f"data.root={tmp_path / 'nothing'}"])
-    assert data_root(missing) == synthetic_root
+def test_data_sections_read_data_root(tmp_path: Path, synthetic_root: Path):
+    """data.root and nothing else: a dataset there, or one data=synthetic will generate."""
     other = tmp_path / "other"
     other.symlink_to(synthetic_root)
     given = compose_bench(tmp_path, [f"data.root={other}"])
-    assert data_root(given) == other
+    assert data_root(given) == other and dataset_status(given) is None
+    generated = compose_bench(tmp_path, ["data=synthetic", f"data.root={tmp_path / 'new'}"])
+    assert dataset_status(generated) is None
+
+
+def test_data_sections_say_when_data_root_holds_no_dataset(tmp_path: Path, capsys):
+    missing = tmp_path / "nothing"
+    cfg = compose_bench(tmp_path, [*TINY, f"data.root={missing}", "sections=[loader,data]"])
+    results = bench(cfg)
+    for section in ("loader", "data"):
+        result = results[section]
+        assert result["root"] == str(missing), section
+        assert result["status"].startswith("skipped: no dataset in data.root="), section
+        assert str(missing) in result["status"] and "data=synthetic" in result["status"]
+        assert not [value for value in result.values() if isinstance(value, dict)], section
+    assert "skipped: no dataset in" in capsys.readouterr().out  # the status, wrapped
 
 
 def test_sections_can_be_chosen(tmp_path: Path, one_thread):
     cfg = compose_bench(tmp_path, [*TINY, "sections=[train,inference]"])
     results = bench(cfg)
-    assert set(results) == {"settings", "train", "inference", "peak_rss_mb"}
+    assert set(results) == {"settings", "machine", "train", "inference", "peak_rss_mb"}
     assert results["inference"]["fraction_of_peak"] is None  # no peak measured
     written = json.loads((tmp_path / "run" / "bench.json").read_text())
     assert written["inference"]["img_s"] == results["inference"]["img_s"]
+
+
+def test_bench_names_the_machine(tmp_path: Path, capsys):
+    results = bench(compose_bench(tmp_path, [*TINY, "sections=[train]"]))
+    machine = json.loads((tmp_path / "run" / "bench.json").read_text())["machine"]
+    assert machine == results["machine"]
+    assert set(MACHINE) <= set(machine)
+    assert machine["cpu_isa"] in {"DEFAULT", "AVX2", "AVX512", "AVX512-BF16", "AMX"}
+    assert machine["torch"] == torch.__version__
+    assert (machine["gpu"] is None) == (not torch.cuda.is_available())
+    printed = capsys.readouterr().out
+    for word in (machine["cpu"], f"({machine['cpu_isa']})", f"torch {torch.__version__}"):
+        assert word in printed, word
+    assert (f"GPU {machine['gpu']}" if machine["gpu"] else "no GPU") in printed
+
+
+PRECISION_TINY = [
+    "model=unet",
+    "model.widths=[4,8,16]",
+    "data.image_size=32",
+    "data.batch_size=2",
+    "steps=1",
+    "warmup=0",
+    "trainer.accelerator=cpu",
+    "trainer.precision=32-true",
+    "sections=[precision]",
+]
+
+
+def test_precision_section_times_each_precision_and_layout(tmp_path: Path, one_thread, monkeypatch):
+    cfg = compose_bench(tmp_path, PRECISION_TINY)
+    results = bench(cfg)
+    precision = results["precision"]
+    assert set(precision["variants"]) == {"32-true", "bf16-mixed"}  # 16-mixed: CUDA only
+    for layouts in precision["variants"].values():
+        assert set(layouts) == {"contiguous", "channels_last"}
+        for result in layouts.values():
+            assert_timed(result, peak=False)
+            assert positive(result["speedup_vs_32_true"])
+    fastest = precision["fastest"]
+    best = precision["variants"][fastest["precision"]][
+        "channels_last" if fastest["channels_last"] else "contiguous"
+    ]["img_s"]
+    assert best == max(r["img_s"] for v in precision["variants"].values() for r in v.values())
+    assert precision["auto_picks"] == auto_precision("cpu")
+    assert precision["auto_is_fastest"] == (precision["auto_picks"] == fastest["precision"])
+    written = json.loads((tmp_path / "run" / "bench.json").read_text())
+    assert written["precision"]["auto_picks"] == precision["auto_picks"]
+
+    # On a CPU with bfloat16 instructions, auto picks bf16-mixed, and the section says so.
+    native = {"isa": "AVX512", "avx512_bf16": True, "amx": False, "native_bf16": True}
+    monkeypatch.setattr("segpets.precision.cpu_capability", lambda: native)
+    workload = Workload(cfg, bench_device(cfg))
+    assert precision_section(workload, "cpu")["auto_picks"] == "bf16-mixed"
