@@ -1,4 +1,4 @@
-"""Print the README's model table: parameters and GFLOPs of every model config at 256x256.
+"""Print docs/models.md's model table: parameters and GFLOPs of every model config at 256x256.
 
     python scripts/model_table.py [--size 256]   # with segpets installed (pip install -e .)
 

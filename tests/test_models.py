@@ -198,7 +198,7 @@ def test_deconv_upsample_is_the_transposed_convolution(channels_last: bool) -> N
 
 
 def test_deconv_bench_script_times_every_decoder_shape() -> None:
-    """scripts/deconv_bench.py (the README's transposed-convolution figure) runs and
+    """scripts/deconv_bench.py (docs/performance.md's transposed-convolution figure) runs and
     prints a row per ResNet34-UNet decoder step and the total."""
     import subprocess
     import sys

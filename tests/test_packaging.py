@@ -32,6 +32,10 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     assert "segpets/configs/experiment/quickstart.yaml" in names
     assert "segpets/configs/hydra/launcher/slurm.yaml" in names
     assert not any(name.startswith("configs/") for name in names)
+    packages = {
+        p.parent.relative_to(REPO_ROOT) for p in (REPO_ROOT / "segpets").rglob("__init__.py")
+    }
+    assert all(f"{package.as_posix()}/__init__.py" in names for package in packages), packages
     target = tmp / "site"
     install = [*pip, "install", "--no-deps", "--no-compile", "--target", str(target), str(wheel)]
     subprocess.run(install, check=True, capture_output=True)

@@ -5,8 +5,7 @@ training process gets loader workers for the cores it can spare (one stays with 
 process that drives the GPU), pinned host memory for faster copies, and a deeper
 prefetch queue to ride out slow samples. On a CPU the step itself runs on
 `torch.get_num_threads()` cores per process, and a worker on one of those cores slows
-the step more than decoding in the training process does (README, Performance: on a
-2-core CPU, 253-262 ms per step with 0 workers against 274-291 with 1 or 2): workers
+the step more than decoding in the training process does (docs/performance.md): workers
 get only the cores the compute threads leave free. Workers are persistent either way, so
 the validation loader does not start new processes every epoch.
 """
