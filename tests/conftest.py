@@ -5,6 +5,22 @@ import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_ROOT = REPO_ROOT.parent / "shared" / "data" / "oxford-iiit-pet-sample"
+NO_GPU = (
+    "needs a CUDA GPU (torch.cuda.is_available() is False); scripts/gpu_check.py runs them on one"
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip `gpu`-marked tests, with the reason, where torch sees no CUDA GPU."""
+    gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    for item in gpu_items:
+        item.add_marker(pytest.mark.skip(reason=NO_GPU))
 
 
 @pytest.fixture(scope="session")
