@@ -1,17 +1,29 @@
 """What the command-line entry points share: error reporting and config helpers.
 
 Exit status 2 means "your input is wrong": a config Hydra cannot compose (an unknown
-group option lists the valid ones) or a `SegpetsError` (one message naming the file or
-option, what is wrong and how to fix it). Anything else is a bug and keeps its traceback.
+group option lists the valid ones; an unknown key gets "did you mean ...?") or a
+`SegpetsError` (one message naming the file or option, what is wrong and how to fix it).
+Anything else is a bug and keeps its traceback.
 """
 
+import difflib
 import functools
+import os
+import re
 import sys
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from hydra.errors import (
+    CompactHydraException,
+    ConfigCompositionException,
+    OverrideParseException,
+    SearchPathException,
+)
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
 from segpets.errors import ConfigError, SegpetsError
 
@@ -53,7 +65,13 @@ def exit_on_user_error(task: Callable[[DictConfig], T]) -> Callable[[DictConfig]
 
 
 def run(main: Callable[[], Any]) -> None:
-    """Run a `@hydra.main` function; Hydra's own config errors exit with status 2, not 1."""
+    """Run a `@hydra.main` function; Hydra's own config errors exit with status 2, not 1.
+
+    Hydra is told to raise its errors (HYDRA_FULL_ERROR=1) rather than print them and exit 1,
+    so that they are told apart here: a config that does not compose is one message (an
+    unknown key with the nearest known one) and status 2; an exception from the task
+    itself, a bug, goes on with its full traceback.
+    """
     config_dir = _config_dir_argument(sys.argv[1:])
     if config_dir is not None and not Path(config_dir).is_dir():
         print(
@@ -63,12 +81,81 @@ def run(main: Callable[[], Any]) -> None:
             file=sys.stderr,
         )
         raise SystemExit(USER_ERROR)
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # also for the processes a launcher or DDP starts
     try:
         main()
     except SystemExit as exit_:
         if exit_.code == 1 and not _task_started:
             raise SystemExit(USER_ERROR) from None
         raise
+    except (ConfigCompositionException, OverrideParseException, SearchPathException) as error:
+        # Only composing raises these, also for the later jobs of a multirun.
+        print(composition_error_message(error), file=sys.stderr)
+        raise SystemExit(USER_ERROR) from None
+    except Exception as error:
+        if _task_started:
+            raise
+        user_error = _user_error(error)
+        if user_error is not None:
+            print(f"segpets: error: {user_error}", file=sys.stderr)
+        elif isinstance(error, CompactHydraException):
+            print(composition_error_message(error), file=sys.stderr)
+        elif isinstance(error, OSError) and error.filename:  # making the run dir
+            print(f"segpets: error: {_folder_error(error)}", file=sys.stderr)
+        else:  # as Hydra reported it before: the traceback, as the input's fault
+            traceback.print_exc()
+        raise SystemExit(USER_ERROR) from None
+
+
+def _folder_error(error: OSError) -> str:
+    """Why Hydra could not make the run's folder, named by the option that gave its path
+    (`output_dir=...` for predict, `hydra.run.dir=...`)."""
+    path = str(error.filename)
+    options = [arg.split("=", 1) for arg in sys.argv[1:] if "=" in arg]
+    named = next(
+        (f"{key.lstrip('+')}={value}" for key, value in options if value == path),
+        f"the run folder {path}",
+    )
+    if isinstance(error, FileExistsError):
+        return f"{named} is a file, not a folder: the run writes its files into it. Choose another"
+    if isinstance(error, NotADirectoryError):
+        return f"{named} is not a folder: a file stands in its path. Choose another"
+    return f"{named}: {error.strerror or error}"
+
+
+def composition_error_message(error: BaseException) -> str:
+    """What to print for a config that Hydra could not compose.
+
+    An override of a key the config lacks (`trainer.max_epoch=5`) is one line naming the
+    nearest key at that level (`trainer.max_epochs`), or listing that level's keys when none
+    is near; any other error is Hydra's own message (an unknown group option lists the valid
+    ones).
+    """
+    cause = error.__cause__
+    if (
+        isinstance(error, ConfigCompositionException)
+        and isinstance(cause, ConfigAttributeError | ConfigKeyError)
+        and isinstance(cause.parent_node, DictConfig)
+        and cause.key is not None
+        and cause.full_key
+    ):
+        key, full_key = str(cause.key), str(cause.full_key)
+        prefix = full_key[: -len(key)] if full_key.endswith(key) else ""
+        known = [str(k) for k in cause.parent_node]
+        close = difflib.get_close_matches(key, known, n=1)
+        if close:
+            return f"segpets: error: {full_key}: no such option; did you mean {prefix}{close[0]}?"
+        add = re.search(r"use (\+\S+)", str(error))
+        hint = f"to add it anyway, write {add.group(1) if add else f'+{full_key}=VALUE'}"
+        shown = [k for k in known if not k.startswith("_")]
+        if shown:
+            where = prefix.rstrip(".") or "the config"
+            hint = f"{where} has {', '.join(shown)}; {hint}"
+        return f"segpets: error: {full_key}: no such option; {hint}"
+    message = str(error)
+    if isinstance(cause, OmegaConfBaseException):
+        message += os.linesep + str(cause)
+    return message
 
 
 def _config_dir_argument(args: Sequence[str]) -> str | None:

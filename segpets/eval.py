@@ -16,23 +16,17 @@ import torch
 import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from rich.progress import track
 from torch.utils.data import DataLoader
 
 from segpets.cli import CONFIG_PATH, exit_on_user_error, run
 from segpets.data.loading import AUTO, loader_options
 from segpets.errors import ConfigError
-from segpets.inference import (
-    autocast,
-    check_threshold,
-    check_tta,
-    load_trained,
-    pick_device,
-    predict_probabilities,
-)
+from segpets.inference import check_tta, predict_probabilities
 from segpets.metrics import BinarySegmentationMetrics, per_image_scores_from_probabilities
 from segpets.runtime import configure_runtime
+from segpets.trained import load_for_inference
 
 RESOLUTIONS = ("input", "native")
 PER_IMAGE_FIELDS = ("name", "dice", "iou", "true_fraction", "pred_fraction")
@@ -42,7 +36,6 @@ def _check_options(cfg: DictConfig) -> None:
     check_tta(cfg.tta)
     if cfg.resolution not in RESOLUTIONS:
         raise ConfigError(f"resolution must be one of {list(RESOLUTIONS)}, got {cfg.resolution!r}")
-    check_threshold(cfg.threshold)
 
 
 def _native_views(
@@ -61,12 +54,9 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Score `cfg.ckpt_path` on `cfg.split`; write metrics.json and per_image.csv."""
     _check_options(cfg)
     configure_runtime(cfg)
-    # No ckpt_path with `model=ensemble model.checkpoints=[...]`: the members are the checkpoints.
-    ckpt_path = OmegaConf.select(cfg, "ckpt_path", throw_on_missing=False)
-    model, run = load_trained(ckpt_path, cfg, overrides)
-    device = pick_device(cfg.device)
-    model.to(device)
-    threshold = cfg.threshold if cfg.threshold is not None else run.module.threshold
+    trained = load_for_inference(cfg, overrides)
+    model, run, device = trained.model, trained.run_config, trained.device
+    threshold = trained.threshold
 
     datamodule = instantiate(run.data, augment=None)
     datamodule.prepare_data()
@@ -84,7 +74,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     metric = BinarySegmentationMetrics(threshold=threshold, from_logits=False).to(device)
 
     rows: list[dict[str, Any]] = []
-    with autocast(run.trainer.precision, device):
+    with trained.autocast():
         for batch in track(loader, description=f"eval {cfg.split}", transient=True):
             probs = predict_probabilities(model, batch["image"].to(device), cfg.tta).float()
             masks = batch["mask"].to(device)
@@ -110,7 +100,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         "tta": cfg.tta,
         "threshold": threshold,
         "resolution": cfg.resolution,
-        "checkpoint": str(ckpt_path) if ckpt_path else [str(c) for c in run.model.checkpoints],
+        "checkpoint": trained.ckpt_path or trained.checkpoints,
         "data_root": str(run.data.root),
     }
     output_dir = Path(cfg.paths.output_dir)

@@ -1,6 +1,10 @@
-"""`python -m segpets.export`: the trained network as one ONNX or TorchScript file.
+"""`python -m segpets.export`: the trained network as one ONNX or TorchScript file, or a folder.
 
     python -m segpets.export ckpt_path=RUN/checkpoints/best.ckpt format=onnx output=pets.onnx
+    python -m segpets.export ckpt_path=RUN/checkpoints/best.ckpt format=folder output=DIR
+
+`format=folder` writes a model folder (safetensors weights, run config, normalization.json
+and a README.md model card; segpets/model_folder.py) that `segpets.load(DIR)` reads.
 
 The file runs without segpets, Hydra or Albumentations. Its contract, also written to
 `<output>.json` beside it with the checkpoint's values:
@@ -22,8 +26,6 @@ torch.onnx's dynamo exporter would need onnxscript, which segpets does not requi
 import hashlib
 import io
 import json
-import os
-import tempfile
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -32,16 +34,19 @@ from typing import Any
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 import segpets
-from segpets.cli import CONFIG_PATH, exit_on_user_error, require_options, run, to_container
+from segpets.checkpointing import write_atomically
+from segpets.cli import CONFIG_PATH, exit_on_user_error, require_options, run
 from segpets.errors import ConfigError, SegpetsError
-from segpets.inference import load_trained
+from segpets.model_folder import io_contract, provenance_of, save_folder
+from segpets.trained import TrainedModel, load_for_inference
 
 USAGE = "python -m segpets.export ckpt_path=RUN/checkpoints/best.ckpt format=onnx output=FILE"
 INPUT_NAME, OUTPUT_NAME = "images", "logits"
+FOLDER = "folder"
 DYNAMIC_AXES = {0: "batch", 2: "height", 3: "width"}
 # Pad with sizes computed in the graph needs 11; torch's TorchScript-based exporter stops at 20.
 OPSETS = range(11, 21)
@@ -121,46 +126,25 @@ FORMATS: dict[str, tuple[Callable[..., bytes], Callable[[bytes, torch.Tensor], A
 }
 
 
-def write_atomically(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder, so `path` is never half written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
-    )
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(temporary, 0o666 & ~umask)  # mkstemp's 0600 would keep others from reading
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-
-
 def _check_options(cfg: DictConfig) -> None:
     require_options(cfg, ("output",), USAGE)
-    if cfg.format not in FORMATS:
-        raise ConfigError(f"format must be one of {', '.join(FORMATS)}, got {cfg.format!r}")
+    if cfg.format not in (*FORMATS, FOLDER):
+        raise ConfigError(
+            f"format must be one of {', '.join((*FORMATS, FOLDER))}, got {cfg.format!r}"
+        )
+    output = Path(cfg.output)
+    if cfg.format == FOLDER:
+        if output.exists() and not output.is_dir():
+            raise ConfigError(f"output={output} is a file; format=folder writes a folder")
+        return
     if cfg.format == "onnx" and (isinstance(cfg.opset, bool) or cfg.opset not in OPSETS):
         raise ConfigError(
             f"opset must be an integer from {OPSETS.start} to {OPSETS.stop - 1} (dynamic "
             f"height and width need 11; torch's exporter supports up to {OPSETS.stop - 1}), "
             f"got {cfg.opset!r}"
         )
-    output, checkpoint = Path(cfg.output), _ckpt_path(cfg)
     if output.is_dir():
         raise ConfigError(f"output={output} is a folder; name the file, e.g. {output}/model.onnx")
-    if checkpoint is not None and output.resolve() == Path(checkpoint).resolve():
-        raise SegpetsError(f"output={output} is the checkpoint itself; choose another file")
-
-
-def _ckpt_path(cfg: DictConfig) -> str | None:
-    """Left out with model=ensemble model.checkpoints=[...]; load_trained says what is missing."""
-    return OmegaConf.select(cfg, "ckpt_path", throw_on_missing=False)
 
 
 def export(cfg: DictConfig, overrides: Sequence[str] = ()) -> Path:
@@ -170,8 +154,14 @@ def export(cfg: DictConfig, overrides: Sequence[str] = ()) -> Path:
     PyTorch model by more than CHECK_TOLERANCE. Returns the path of the exported file.
     """
     _check_options(cfg)
-    ckpt_path = _ckpt_path(cfg)
-    model, run_config = load_trained(ckpt_path, cfg, overrides)
+    trained = load_for_inference(cfg, overrides, device="cpu")  # traced and checked on the CPU
+    if cfg.format == FOLDER:
+        return _export_folder(trained, Path(cfg.output))
+    model, run_config = trained.model, trained.run_config
+    output = Path(cfg.output)
+    for checkpoint in filter(None, (trained.ckpt_path, *trained.checkpoints)):
+        if output.resolve() == Path(checkpoint).resolve():
+            raise SegpetsError(f"output={output} is the checkpoint itself; choose another file")
     data = run_config.data
     module = NormalizedInputModel(model, data.mean, data.std).eval()
     size = int(data.image_size)
@@ -201,51 +191,24 @@ def export(cfg: DictConfig, overrides: Sequence[str] = ()) -> Path:
                 f"(> {CHECK_TOLERANCE}) on a {CHECK_SHAPE} input"
             )
 
-    output = Path(cfg.output)
     write_atomically(output, exported)
     contract = {
         "format": cfg.format,
         "file": output.name,
         "sha256": hashlib.sha256(exported).hexdigest(),
-        "input": {
-            "name": INPUT_NAME,
-            "description": "float32 RGB in [0, 1], NCHW",
-            "layout": "NCHW",
-            "channels": "RGB",
-            "dtype": "float32",
-            "range": [0.0, 1.0],
-            "shape": ["batch", 3, "height", "width"],
-        },
-        "normalization": {
-            "mean": list(data.mean),
-            "std": list(data.std),
-            "applied_inside": True,
-            "formula": "(images - mean) / std, per channel",
-        },
-        "output": {
-            "name": OUTPUT_NAME,
-            "dtype": "float32",
-            "layout": "NCHW",
-            "shape": ["batch", 1, "height", "width"],
-            "meaning": (
-                "logits of the pet class; probability = sigmoid(logits); "
-                "pet where probability >= threshold"
-            ),
-        },
-        "threshold": float(run_config.module.threshold),
-        "image_size": size,
-        "resize": (
-            f"the model was trained on {size}x{size} images: resize to that size, predict, "
-            "resize the probabilities back (bilinear) and threshold them"
+        **io_contract(
+            data,
+            trained.threshold,
+            getattr(model, "output_stride", None),
+            run_config.model,
+            normalization_inside=True,
         ),
-        "output_stride": getattr(model, "output_stride", None),
-        "model": {"target": run_config.model._target_, "config": to_container(run_config.model)},
         "opset": options.get("opset"),
         "segpets_version": segpets.__version__,
         "torch_version": torch.__version__,
-        "checkpoint": str(Path(ckpt_path).resolve())
-        if ckpt_path
-        else [str(Path(path).resolve()) for path in run_config.model.checkpoints],
+        "checkpoint": str(Path(trained.ckpt_path).resolve())
+        if trained.ckpt_path
+        else [str(Path(path).resolve()) for path in trained.checkpoints],
         "check": check,
     }
     contract_path = output.with_name(output.name + ".json")
@@ -254,6 +217,13 @@ def export(cfg: DictConfig, overrides: Sequence[str] = ()) -> Path:
     if check["max_abs_diff"] is not None:
         shape = "x".join(map(str, CHECK_SHAPE))
         print(f"checked at {shape}: max |logit difference| {check['max_abs_diff']:.2g}")
+    return output
+
+
+def _export_folder(trained: TrainedModel, output: Path) -> Path:
+    """A model folder of `trained`, its card filled from the checkpoint's run dir."""
+    save_folder(trained, output, provenance_of(trained.ckpt_path))
+    print(f"exported a model folder to {output} (load it with segpets.load({str(output)!r}))")
     return output
 
 

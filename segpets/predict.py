@@ -29,16 +29,13 @@ from typing import Any
 import hydra
 import numpy as np
 import torch
-import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, ListConfig, OmegaConf
-from PIL import Image, ImageDraw, ImageFont, UnidentifiedImageError
+from omegaconf import DictConfig, ListConfig
+from PIL import Image, UnidentifiedImageError
 from rich.console import Console
 from rich.progress import track
 from torch.utils.data import DataLoader, Dataset
-from torchvision.utils import make_grid
 
-from segpets.callbacks import triptychs
 from segpets.cli import CONFIG_PATH, exit_on_user_error, require_options, run
 from segpets.data.loading import AUTO, check_loader_options, loader_options
 from segpets.data.oxford_pet import (
@@ -50,22 +47,15 @@ from segpets.data.oxford_pet import (
 )
 from segpets.data.transforms import eval_transform
 from segpets.errors import ConfigError, DataError, SegpetsError
-from segpets.inference import (
-    autocast,
-    check_threshold,
-    check_tta,
-    load_trained,
-    pick_device,
-    predict_probabilities,
-)
+from segpets.inference import check_tta, mask_at_size, predict_probabilities
 from segpets.metrics import per_image_scores_from_probabilities
 from segpets.runtime import configure_runtime
+from segpets.trained import load_for_inference
+from segpets.visual import overlay, triptych
 
 USAGE = "python -m segpets.predict ckpt_path=RUN/checkpoints/best.ckpt input=PHOTOS output_dir=DIR"
 CSV_NAME = "predictions.csv"
 CSV_FIELDS = ("name", "path", "width", "height", "foreground_fraction", "dice")
-OVERLAY_COLOR = np.array([255, 0, 160], np.float32)  # magenta: rare in pet photos
-OVERLAY_ALPHA = 0.45
 
 
 # ---------------------------------------------------------------------------- inputs
@@ -227,48 +217,11 @@ class PhotoDataset(Dataset):
 # ---------------------------------------------------------------------------- outputs
 
 
-def mask_at_size(probs: torch.Tensor, height: int, width: int, threshold: float) -> np.ndarray:
-    """Mask (height, width) uint8 in {0, 255} from probabilities (..., h, w) at the model's size.
-
-    Probabilities are resized, bilinearly, before thresholding: the edge then falls where
-    the interpolated probability crosses the threshold, not on the model's pixel grid.
-    """
-    probs = probs.float().reshape(1, 1, *probs.shape[-2:])
-    resized = F.interpolate(probs, size=(height, width), mode="bilinear", align_corners=False)
-    return ((resized[0, 0] >= threshold).to(torch.uint8) * 255).cpu().numpy()
-
-
-def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """The photo with pet pixels tinted, for judging a mask at a glance."""
-    tinted = image.astype(np.float32)
-    pet = mask > 0
-    tinted[pet] = (1 - OVERLAY_ALPHA) * tinted[pet] + OVERLAY_ALPHA * OVERLAY_COLOR
-    return tinted.round().astype(np.uint8)
-
-
 def dice_score(mask: np.ndarray, truth: np.ndarray) -> float:
     """Dice of a written mask against a truth mask (255 = ignored), as the lab computes it."""
     pet = torch.from_numpy(mask > 0).float()[None, None]
     scores = per_image_scores_from_probabilities(pet, torch.from_numpy(truth)[None, None])
     return float(scores["dice"][0])
-
-
-def triptych(image: np.ndarray, mask: np.ndarray, truth: np.ndarray, caption: str) -> Image.Image:
-    """image | prediction | truth at the image's own size, the caption above them."""
-    panels = triptychs(
-        torch.tensor(image).permute(2, 0, 1)[None].float() / 255,
-        torch.from_numpy(mask > 0)[None, None].float(),
-        torch.from_numpy(truth)[None, None],
-    )
-    grid = make_grid(panels, nrow=3, padding=2, pad_value=0.5)  # grey: apart from 0 and 1
-    pixels = (grid.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
-    font_size = max(12, pixels.shape[0] // 20)
-    font = ImageFont.load_default(size=font_size)
-    strip = font_size + 8
-    canvas = Image.new("RGB", (pixels.shape[1], pixels.shape[0] + strip), "white")
-    canvas.paste(Image.fromarray(pixels), (0, strip))
-    ImageDraw.Draw(canvas).text((4, 4), caption, fill="black", font=font)
-    return canvas
 
 
 class PredictionWriter(AbstractContextManager):
@@ -320,9 +273,30 @@ def _check_options(cfg: DictConfig) -> None:
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     check_loader_options(cfg.num_workers, AUTO, prefix="")
-    check_threshold(cfg.threshold)
     if cfg.trimaps is not None and not Path(cfg.trimaps).is_dir():
         raise ConfigError(f"trimaps={cfg.trimaps}: no such folder")
+    check_output_dir(Path(cfg.output_dir))
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """A ConfigError if a file stands where `output_dir` or a folder in it has to be."""
+    for path in (output_dir / "masks", output_dir / "overlays", output_dir / "triptychs"):
+        if path.exists() and not path.is_dir():
+            raise ConfigError(
+                f"output_dir={output_dir}: {path} is a file, where predict writes a folder. "
+                "Move it away or choose another output_dir"
+            )
+    for path in (output_dir, *output_dir.parents):
+        if path.is_dir():
+            return
+        if path.exists():
+            what = (
+                "a file, not a folder" if path == output_dir else f"not a folder ({path} is a file)"
+            )
+            raise ConfigError(
+                f"output_dir={output_dir} is {what}: predict writes masks/, overlays/ and "
+                "predictions.csv into a folder. Choose a folder, new or existing"
+            )
 
 
 def predict(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
@@ -336,13 +310,10 @@ def predict(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     require_options(cfg, ("input", "output_dir"), USAGE)
     _check_options(cfg)
     configure_runtime(cfg)
-    device = pick_device(cfg.device)
-    # Left out with model=ensemble model.checkpoints=[...]; load_trained says what is missing.
-    ckpt_path = OmegaConf.select(cfg, "ckpt_path", throw_on_missing=False)
-    model, run_config = load_trained(ckpt_path, cfg, overrides)
-    data = run_config.data
+    trained = load_for_inference(cfg, overrides)
+    model, device, threshold = trained.model, trained.device, trained.threshold
+    data = trained.run_config.data
     check_boundary(data.boundary)
-    threshold = float(cfg.threshold if cfg.threshold is not None else run_config.module.threshold)
 
     spec = cfg.input
     inputs = resolve_inputs(list(spec) if isinstance(spec, ListConfig) else str(spec))
@@ -366,7 +337,6 @@ def predict(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         collate_fn=list,  # photos differ in size; only their model inputs are stacked
         **loader_options(cfg.num_workers, None, AUTO, device.type),
     )
-    model = model.to(device)
 
     skipped: list[tuple[str, str]] = []
     predicted = 0
@@ -383,7 +353,7 @@ def predict(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
             if not good:
                 continue
             images = torch.stack([photo.tensor for photo in good]).to(device)
-            with autocast(run_config.trainer.get("precision"), device):
+            with trained.autocast():
                 probs = predict_probabilities(model, images, cfg.tta)
             for photo, prob in zip(good, probs, strict=True):
                 assert photo.image is not None

@@ -16,6 +16,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from segpets.cli import USER_ERROR
 from segpets.runs import describe
 
 CURVES = ("train/loss_epoch", "val/loss", "train/dice", "val/dice")
@@ -193,6 +194,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("dir", help="a multirun dir or any folder of runs")
     args = parser.parse_args(argv)
+    folder = Path(args.dir)
+    if not folder.is_dir():
+        what = " is a file, not a folder" if folder.exists() else ": no such folder"
+        print(
+            f"segpets: error: {folder}{what}. Give the folder of a multirun "
+            "(logs/train/multiruns/<date>/<time>) or any folder that holds runs",
+            file=sys.stderr,
+        )
+        raise SystemExit(USER_ERROR)
     paths = write_report(args.dir)
     print(Path(paths["md"]).read_text())
     print(f"written: {paths['md']}, {paths['csv']}, {paths['png']}")

@@ -29,9 +29,33 @@ NEVER = 2**31 - 1  # mallopt takes an int: the largest threshold it can express
 
 
 def configure_runtime(cfg: DictConfig) -> None:
+    hide_lightning_tips()
     torch.set_float32_matmul_precision(cfg.matmul_precision)
     if cfg.get("keep_host_memory", False):
         keep_host_memory()
+
+
+class _LightningTips(logging.Filter):
+    """Drops Lightning's advertisements ("💡 Tip: ... try installing litlogger")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = str(record.msg)
+        return not (message.startswith("💡") or "pypi.org/project/lit" in message)
+
+
+_LIGHTNING_TIPS = _LightningTips()
+
+
+def hide_lightning_tips() -> None:
+    """Keep Lightning's promotional tips out of segpets' output; its other messages stay.
+
+    Lightning logs them with `rank_zero_info` when a Trainer is built (no LitLogger among
+    the loggers). Idempotent.
+    """
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if _LIGHTNING_TIPS not in logger.filters:
+            logger.addFilter(_LIGHTNING_TIPS)
 
 
 def keep_host_memory() -> bool:

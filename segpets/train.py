@@ -1,11 +1,17 @@
 """`python -m segpets.train`: fit a model, then score its best checkpoint on the test split.
 
 `train(cfg)` is a plain function (tests call it with a composed config); `main` is the
-thin Hydra shell around it and returns `val/dice` for sweepers to optimize.
+thin Hydra shell around it and returns `val/dice` for sweepers to optimize. From Python,
+`segpets.train(overrides=[...])` composes the config and makes the run dir as the command
+does, then calls the same `train`: this module is callable (`TrainModule`), so the name
+works as the app and as the function, also after `import segpets.train`.
 """
 
 import json
+import sys
 import time
+import types
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +30,11 @@ from segpets.builders import (
     instantiate_all,
     resolve_trainer_config,
 )
-from segpets.checkpointing import find_checkpoint
+from segpets.callbacks import encoder_callbacks
+from segpets.checkpointing import resume_checkpoint
 from segpets.cli import CONFIG_PATH, exit_on_user_error, run, to_container
-from segpets.errors import SegpetsError
-from segpets.inference import load_model, read_checkpoint
-from segpets.models import encoder_callbacks
+from segpets.composing import run_task
+from segpets.loggers import close_loggers, log_results
 from segpets.module import MONITOR
 from segpets.precision import machine
 from segpets.runs import hparam_metrics, hparams_of, hydra_choices, hydra_overrides
@@ -38,27 +44,6 @@ INTERRUPTED = 130
 """Exit status of a run stopped by Ctrl-C or SIGTERM after saving last.ckpt."""
 
 
-def _resume_checkpoint(cfg: DictConfig, output_dir: Path) -> str | None:
-    """The checkpoint to resume from, checked, or None; refuses to reuse a finished run dir."""
-    if not cfg.get("ckpt_path"):
-        if list(output_dir.glob("hpc_ckpt_*.ckpt")):
-            return None  # a requeued SLURM job: Lightning resumes from its own checkpoint
-        used = [
-            p.name for p in (output_dir / "checkpoints", output_dir / "metrics.json") if p.exists()
-        ]
-        if used:
-            raise SegpetsError(
-                f"the run dir {output_dir} already holds a run ({', '.join(used)}); segpets never "
-                "overwrites one. Resume it with ckpt_path=last (or the path of its last.ckpt), "
-                "or start a new run without hydra.run.dir"
-            )
-        return None
-    path = find_checkpoint(cfg.ckpt_path, Path(cfg.paths.log_dir) / cfg.task_name / "runs")
-    # The same checks as eval: a file, a segpets checkpoint, of this model.
-    load_model(read_checkpoint(path), cfg, path)
-    return str(path)
-
-
 def _stage_metrics(results: list[dict[str, float]]) -> dict[str, float]:
     return {name: float(value) for name, value in results[0].items()} if results else {}
 
@@ -66,7 +51,7 @@ def _stage_metrics(results: list[dict[str, float]]) -> dict[str, float]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Fit, validate and test the best checkpoint; write `metrics.json` in the run dir."""
     output_dir = Path(cfg.paths.output_dir)
-    ckpt_path = _resume_checkpoint(cfg, output_dir)
+    ckpt_path = resume_checkpoint(cfg, output_dir)
     L.seed_everything(cfg.seed, workers=True)
     configure_runtime(cfg)
     resolve_trainer_config(cfg)
@@ -77,10 +62,26 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers = instantiate_all(cfg.get("logger"))
     trainer = build_trainer(cfg, callbacks=callbacks, logger=loggers or False)
     datamodule = build_datamodule(cfg)
-    for logger in trainer.loggers:
-        if not isinstance(logger, TensorBoardLogger):  # TensorBoard gets them with results
-            logger.log_hyperparams(to_container(cfg))
+    try:
+        for logger in trainer.loggers:
+            if not isinstance(logger, TensorBoardLogger):  # TensorBoard: with the results
+                logger.log_hyperparams(to_container(cfg))
+        metrics = _fit_and_test(cfg, trainer, module, datamodule, ckpt_path, output_dir)
+    except BaseException:
+        close_loggers(trainer.loggers, success=False)
+        raise
+    close_loggers(trainer.loggers, success=True)
+    return metrics
 
+
+def _fit_and_test(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    module: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    ckpt_path: str | None,
+    output_dir: Path,
+) -> dict[str, Any]:
     started = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -116,9 +117,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         metrics["test"] = _stage_metrics(
             trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
         )
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):  # its HPARAMS tab: one row per run
-            logger.log_hyperparams(hparams_of(metrics, cfg), metrics=hparam_metrics(metrics))
+    log_results(
+        trainer.loggers, hparams_of(metrics, cfg), hparam_metrics(metrics), trainer.global_step
+    )
     if trainer.is_global_zero:
         (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         _print_summary(metrics, output_dir)
@@ -151,6 +152,23 @@ def main(cfg: DictConfig) -> float | None:
     metrics = train(cfg)
     return metrics["val"].get(MONITOR)
 
+
+class TrainModule(types.ModuleType):
+    """This module, callable: `segpets.train(overrides=[...])` trains from Python."""
+
+    def __call__(self, overrides: Sequence[str] = ()) -> dict[str, Any]:
+        """Run what `python -m segpets.train OVERRIDES...` runs; return its metrics.
+
+        The config is composed from segpets' configs with `overrides` (Hydra's syntax:
+        `model=unet`, `trainer.max_epochs=5`, `+key=value`), the run dir is made as the
+        command makes it (`.hydra/` holds the config and overrides), and `train` runs in
+        this process. The metrics are those written to the run dir's metrics.json. Bad
+        options raise a SegpetsError (the command's exit status 2).
+        """
+        return run_task("train", overrides, train)
+
+
+sys.modules[__name__].__class__ = TrainModule
 
 if __name__ == "__main__":
     run(main)

@@ -11,9 +11,9 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.export import Dim
 
+from segpets.checkpointing import model_from_checkpoint
 from segpets.errors import ConfigError, SegpetsError
 from segpets.eval import evaluate
-from segpets.inference import model_from_checkpoint
 from segpets.models import AttentionUNet, DeepLabV3, EnsembleModel, SegmentationModel, UNet
 from segpets.models.blocks import AttentionGate
 from segpets.train import train

@@ -1,38 +1,70 @@
+"""segpets.callbacks: every callback of a run, the encoder ones included."""
+
+from types import SimpleNamespace
+
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger
 
-from segpets.callbacks import denormalize, triptychs
+from segpets.callbacks import (
+    CheckInputNormalization,
+    FreezeEncoder,
+    ProgressBar,
+    ValidationImages,
+    encoder_callbacks,
+)
 from segpets.constants import IMAGENET_MEAN, IMAGENET_STD
+from segpets.visual import PANEL_PADDING
 
 
-def test_denormalize_inverts_the_data_modules_normalize():
-    images = torch.rand(2, 3, 8, 8)
-    mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
-    std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
-    restored = denormalize((images - mean) / std, IMAGENET_MEAN, IMAGENET_STD)
-    torch.testing.assert_close(restored, images)
+def test_the_encoder_callbacks_live_with_the_others_and_old_imports_still_work():
+    import segpets.models
+    import segpets.models.finetuning as finetuning
+
+    assert segpets.models.encoder_callbacks is encoder_callbacks
+    assert finetuning.encoder_callbacks is encoder_callbacks
+    assert finetuning.FreezeEncoder is FreezeEncoder
+    assert finetuning.CheckInputNormalization is CheckInputNormalization
 
 
-def test_triptychs_lay_out_image_prediction_truth():
-    images = torch.rand(2, 3, 4, 4)
-    probs = torch.zeros(2, 1, 4, 4)
-    probs[:, :, :2] = 0.9
-    masks = torch.zeros(2, 1, 4, 4, dtype=torch.uint8)
-    masks[:, :, :, :2] = 1
-    masks[:, :, 3, 3] = 255
-    panels = triptychs(images, probs, masks)
-    assert panels.shape == (6, 3, 4, 4)
-    torch.testing.assert_close(panels[0], images[0])
-    assert panels[1, :, :2].eq(1).all() and panels[1, :, 2:].eq(0).all()
-    assert panels[2, :, :3, :2].eq(1).all() and panels[2, :, :3, 2:].eq(0).all()
-    assert panels[2, :, 3, 3].eq(0.5).all()  # ignored pixels are grey
-    assert panels[5, :, 3, 3].eq(0.5).all()
+class RecordingTensorBoard(TensorBoardLogger):
+    """A TensorBoardLogger whose experiment only records the images it is given."""
+
+    def __init__(self, save_dir) -> None:
+        super().__init__(save_dir)
+        self.images = []
+
+    @property
+    def experiment(self):
+        return SimpleNamespace(add_image=lambda *args, **kwargs: self.images.append(args))
+
+
+def test_validation_images_log_one_grid_of_triptychs_on_due_epochs(tmp_path):
+    logger = RecordingTensorBoard(tmp_path)
+    trainer = SimpleNamespace(
+        sanity_checking=False,
+        current_epoch=0,
+        max_epochs=10,
+        is_global_zero=True,
+        loggers=[logger],
+        global_step=7,
+        datamodule=SimpleNamespace(mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    )
+    batch = {
+        "image": torch.randn(4, 3, 16, 16),
+        "mask": torch.randint(0, 2, (4, 1, 16, 16), dtype=torch.uint8),
+    }
+    callback = ValidationImages(every_n_epochs=5, max_images=3)
+    callback.on_validation_batch_end(trainer, None, torch.randn(4, 1, 16, 16), batch, 0)
+    callback.on_validation_batch_end(trainer, None, torch.randn(4, 1, 16, 16), batch, 1)
+    trainer.current_epoch = 1  # not due
+    callback.on_validation_batch_end(trainer, None, torch.randn(4, 1, 16, 16), batch, 0)
+    ((tag, grid),) = [(args[0], args[1]) for args in logger.images]
+    pad = PANEL_PADDING
+    assert tag == "val/predictions"
+    assert grid.shape == (3, pad + 3 * (16 + pad), pad + 3 * (16 + pad))  # 3 images, 3 panels
 
 
 def test_the_progress_bar_reads_logged_values_only_every_n_steps():
-    from types import SimpleNamespace
-
-    from segpets.callbacks import ProgressBar
-
     reads = []
 
     class Trainer(SimpleNamespace):

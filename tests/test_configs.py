@@ -1,5 +1,8 @@
 """Every option of every config group composes, and instantiates what it names."""
 
+import inspect
+import json
+import os
 from pathlib import Path
 
 import lightning as L
@@ -8,8 +11,8 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from segpets.train import build_datamodule, build_module
-from tests.helpers import CONFIG_DIR, compose_train
+from segpets.builders import build_datamodule, build_module, build_trainer
+from tests.helpers import CONFIG_DIR, compose_train, run_segpets, tiny_run_overrides
 
 
 def options(group: str) -> list[str]:
@@ -38,6 +41,8 @@ def test_every_option_composes_and_instantiates(group, option, tmp_path, request
         pytest.importorskip(
             "segmentation_models_pytorch", reason='optional extra: pip install -e ".[smp]"'
         )
+    if group == "logger" and option in {"wandb", "mlflow"} and os.environ.get("CI") != "true":
+        pytest.importorskip(option, reason=f'optional extra: pip install -e ".[{option}]"')
     if (group, option) == ("model", "ensemble"):
         best = request.getfixturevalue("tiny_run") / "checkpoints" / "best.ckpt"
         overrides.append(f"model.checkpoints=[{best}]")
@@ -51,7 +56,7 @@ def test_every_option_composes_and_instantiates(group, option, tmp_path, request
             pytest.skip(
                 "no GPU on this machine: the gpu/ddp trainer configs compose but cannot start"
             )
-        assert isinstance(instantiate(cfg.trainer, logger=False), L.Trainer)
+        assert isinstance(build_trainer(cfg, logger=False), L.Trainer)  # settles precision auto
     elif group in {"model", "loss", "optimizer", "scheduler", "experiment"}:
         module = build_module(cfg)
         assert isinstance(module, L.LightningModule)
@@ -104,3 +109,63 @@ def test_sweep_launchers_compose(launcher):
     if launcher == "slurm":
         assert cfg.hydra.launcher.gpus_per_node == cfg.hydra.launcher.tasks_per_node
         assert cfg.hydra.launcher.partition and cfg.hydra.launcher.timeout_min > 0
+
+
+# The Trainer arguments people set from the command line, as Lightning's docs write them.
+LIGHTNING_OPTIONS = (
+    "fast_dev_run",
+    "max_time",
+    "max_steps",
+    "limit_train_batches",
+    "limit_val_batches",
+    "limit_test_batches",
+    "overfit_batches",
+    "accumulate_grad_batches",
+    "val_check_interval",
+    "gradient_clip_val",
+    "deterministic",
+    "benchmark",
+    "profiler",
+)
+
+
+def test_lightnings_trainer_options_are_keys_with_lightnings_defaults():
+    trainer = OmegaConf.load(CONFIG_DIR / "trainer" / "default.yaml")
+    defaults = inspect.signature(L.Trainer.__init__).parameters
+    # deterministic false, as before these keys: torch's own default, which Lightning's None keeps
+    kept = {"deterministic": False}
+    for name in LIGHTNING_OPTIONS:
+        assert name in trainer, name
+        assert trainer[name] == kept.get(name, defaults[name].default), name
+    assert trainer.precision == "auto"
+
+
+def test_lightnings_options_override_without_a_plus(tmp_path: Path):
+    cfg = compose_train(
+        tmp_path,
+        ["trainer.fast_dev_run=true", "trainer.limit_val_batches=0.5", "trainer.profiler=simple"],
+    )
+    assert cfg.trainer.fast_dev_run is True
+    assert cfg.trainer.limit_val_batches == 0.5 and cfg.trainer.profiler == "simple"
+    for path in (CONFIG_DIR / "debug").glob("*.yaml"):  # they set the same keys, plainly
+        assert "+" not in "".join(line.split("#")[0] for line in path.read_text().splitlines())
+
+
+@pytest.mark.slow
+def test_fast_dev_run_from_the_command_line_completes(synthetic_root, tmp_path):
+    result = run_segpets(
+        "train",
+        "trainer.fast_dev_run=true",
+        *tiny_run_overrides(synthetic_root),
+        "model=unet",
+        "model.widths=[4,8,16]",
+        "trainer.precision=32-true",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["best_checkpoint"] is None  # a fast_dev_run saves no best.ckpt
+    assert metrics["test"]  # and it went on to score the test split
+    output = result.stdout + result.stderr
+    assert "litlogger" not in output and "💡" not in output  # no Lightning advertisement

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from segpets.constants import IGNORE_INDEX
-from segpets.data import OxfordPetDataModule, OxfordPetDataset
+from segpets.data import OxfordPetDataModule, OxfordPetDataset, SyntheticPets
 from segpets.data.oxford_pet import load_image, load_trimap, parse_list_file, trimap_to_mask
 from segpets.errors import ConfigError, DataError
 
@@ -194,6 +194,22 @@ def test_missing_data_says_what_and_how_to_get_it(mini_root: Path, tmp_path: Pat
     assert "does not exist" in message if remove is None else f"missing {remove}" in message
     assert "data.download=true" in message and "800 MB" in message
     assert "data=synthetic" in message
+
+
+@pytest.mark.parametrize("source", ["synthetic", "download", "none"])
+def test_a_file_as_data_root_is_named_before_anything_is_written(tmp_path: Path, source):
+    root = tmp_path / "pets.zip"
+    root.write_bytes(b"not a folder")
+    options = {
+        "synthetic": {"synthetic": SyntheticPets(num_trainval=2, num_test=1, seed=0)},
+        "download": {"download": True},
+        "none": {},
+    }[source]
+    datamodule = OxfordPetDataModule(str(root), image_size=64, **options)
+    with pytest.raises(DataError, match=re.escape(f"data.root={root} is a file, not a folder")):
+        datamodule.prepare_data()
+        datamodule.setup("fit")
+    assert root.read_bytes() == b"not a folder"
 
 
 @pytest.mark.parametrize(

@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 
 import segpets
+from segpets.checkpointing import load_trained, write_atomically
 from segpets.data.oxford_pet import load_image
 from segpets.errors import ConfigError, SegpetsError
-from segpets.export import export, write_atomically
-from segpets.inference import load_trained
+from segpets.export import export
 from segpets.predict import mask_at_size, predict
 from tests.helpers import compose_train, run_segpets
 
@@ -136,7 +136,11 @@ def test_the_json_contract_says_everything_a_consumer_needs(fmt, exported, ckpt)
 @pytest.mark.parametrize(
     ("option", "error", "message"),
     [
-        ("format=tflite", ConfigError, "format must be one of onnx, torchscript, got 'tflite'"),
+        (
+            "format=tflite",
+            ConfigError,
+            "format must be one of onnx, torchscript, folder, got 'tflite'",
+        ),
         ("opset=9", ConfigError, "opset must be an integer from 11 to 20"),
     ],
 )

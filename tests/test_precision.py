@@ -83,7 +83,7 @@ def test_half_precision_on_a_native_bf16_cpu_does_not_warn(monkeypatch):
 def test_a_gpu_trainer_without_a_gpu_is_a_config_error(synthetic_root, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     cfg = compose_train(tmp_path, [*tiny_run_overrides(synthetic_root), *TINY_UNET, "trainer=gpu"])
-    with pytest.raises(ConfigError, match="no CUDA GPU.*trainer=cpu"):
+    with pytest.raises(ConfigError, match=r"no CUDA GPU.*trainer=cpu"):
         train(cfg)
 
 

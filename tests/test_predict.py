@@ -10,12 +10,15 @@ import torch
 from PIL import Image
 from torch import nn
 
+from segpets import cli
+from segpets.checkpointing import load_trained
 from segpets.data.oxford_pet import load_image
 from segpets.data.transforms import eval_transform
 from segpets.errors import ConfigError, SegpetsError
-from segpets.inference import load_trained, predict_probabilities
+from segpets.inference import predict_probabilities
 from segpets.models import UNet
 from segpets.predict import mask_at_size, output_names, predict
+from segpets.trained import load_for_inference
 from tests.helpers import compose_train, run_segpets
 
 GOOD = ["Abyssinian_1", "Abyssinian_10", "Abyssinian_34", "Abyssinian_5"]  # 34: GIF, 5: RGBA PNG
@@ -211,6 +214,37 @@ def test_refuses_an_output_that_is_a_symlink_to_an_input(photos, ckpt, tmp_path)
         predict(cfg, overrides)
 
 
+def test_refuses_an_output_dir_that_is_a_file_before_loading_the_model(tmp_path):
+    (tmp_path / "out.png").write_bytes(b"")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "masks").write_text("")
+    cases = {
+        tmp_path / "out.png": r"out.png is a file, not a folder: predict writes masks/",
+        tmp_path / "out.png" / "sub": r"sub is not a folder \(.*out.png is a file\)",
+        tmp_path / "out": r"masks is a file, where predict writes a folder",
+    }
+    for output_dir, message in cases.items():
+        cfg, overrides = predict_config(  # the checkpoint is never read: the check comes first
+            tmp_path,
+            f"ckpt_path={tmp_path / 'none.ckpt'}",
+            "input=x.jpg",
+            f"output_dir={output_dir}",
+        )
+        with pytest.raises(ConfigError, match=message):
+            predict(cfg, overrides)
+
+
+@pytest.mark.slow
+def test_cli_output_dir_a_file_exits_2_with_one_line(tmp_path):
+    (tmp_path / "out.png").write_bytes(b"")
+    result = run_segpets(
+        "predict", "ckpt_path=none.ckpt", "input=x.jpg", "output_dir=out.png", cwd=tmp_path
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.startswith("segpets: error: output_dir=out.png is a file, not a folder")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
 def test_no_matching_input_names_the_pattern(ckpt, tmp_path):
     cfg, overrides = predict_config(
         tmp_path, f"ckpt_path={ckpt}", f"input={tmp_path}/*.png", f"output_dir={tmp_path / 'out'}"
@@ -235,6 +269,52 @@ def test_bad_options_are_named(option, message, ckpt, tmp_path):
     )
     with pytest.raises(ConfigError, match=message):
         predict(cfg, overrides)
+
+
+def test_a_device_this_machine_lacks_exits_2_with_the_fix(ckpt, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # any machine: no CUDA
+    monkeypatch.setattr(cli, "_task_started", False)
+    cfg, overrides = predict_config(
+        tmp_path, f"ckpt_path={ckpt}", "input=x.jpg", f"output_dir={tmp_path}", "device=cuda"
+    )
+    with pytest.raises(ConfigError, match="device=cuda: not available on this machine"):
+        load_for_inference(cfg, overrides)
+    with pytest.raises(SystemExit) as exit_:
+        cli.exit_on_user_error(lambda cfg: predict(cfg, overrides))(cfg)
+    assert exit_.value.code == cli.USER_ERROR == 2
+    assert "device=cuda: not available on this machine; use device=auto or cpu" in (
+        capsys.readouterr().err
+    )
+
+
+def test_load_for_inference_settles_device_precision_and_threshold(ckpt, tmp_path):
+    stored = torch.load(ckpt, map_location="cpu", weights_only=True)["segpets_config"]
+    cfg, overrides = predict_config(tmp_path, f"ckpt_path={ckpt}", "device=cpu")
+    trained = load_for_inference(cfg, overrides)
+    assert trained.device == torch.device("cpu")
+    assert trained.threshold == stored["module"]["threshold"]
+    assert trained.precision == stored["trainer"]["precision"]
+    assert trained.ckpt_path == str(ckpt) and trained.checkpoints == [str(ckpt)]
+    assert not trained.model.training
+    assert all(p.device.type == "cpu" for p in trained.model.parameters())
+
+    cfg, overrides = predict_config(
+        tmp_path, f"ckpt_path={ckpt}", "threshold=0.25", "trainer.precision=bf16-mixed"
+    )
+    trained = load_for_inference(cfg, overrides, device="cpu")  # as export: whatever cfg.device
+    assert trained.threshold == 0.25 and trained.precision == "bf16-mixed"
+    assert trained.run_config.trainer.precision == "bf16-mixed"
+
+
+def test_load_for_inference_of_an_ensemble_names_its_members(tiny_run, tmp_path):
+    best, last = (tiny_run / "checkpoints" / name for name in ("best.ckpt", "last.ckpt"))
+    cfg, overrides = predict_config(
+        tmp_path, "model=ensemble", f"model.checkpoints=[{best},{last}]", "device=cpu"
+    )
+    trained = load_for_inference(cfg, overrides)
+    assert trained.ckpt_path is None
+    assert trained.checkpoints == [str(best), str(last)]
+    assert len(trained.model.members) == 2
 
 
 def test_mask_at_size_resizes_probabilities_then_thresholds():

@@ -14,9 +14,9 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from segpets.checkpointing import CONFIG_KEY, load_model
 from segpets.constants import IMAGENET_MEAN, IMAGENET_STD
 from segpets.errors import ConfigError
-from segpets.inference import CONFIG_KEY, load_model
 from segpets.models import DeepLabV3, ResNet34UNet, UNet, encoder_callbacks
 from segpets.models.finetuning import CheckInputNormalization, FreezeEncoder
 from segpets.models.pretrained import hub_cache_path

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -12,11 +13,11 @@ import pytest
 import torch
 
 from segpets.callbacks import NonFiniteLossError
-from segpets.checkpointing import AtomicCheckpointIO
-from segpets.cli import _user_error
+from segpets.checkpointing import AtomicCheckpointIO, write_atomically
+from segpets.cli import _user_error, composition_error_message
 from segpets.errors import SegpetsError
 from segpets.train import train
-from tests.helpers import REPO_ROOT, TINY_UNET, compose_train, tiny_run_overrides
+from tests.helpers import REPO_ROOT, TINY_UNET, compose_train, run_segpets, tiny_run_overrides
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
 
@@ -60,11 +61,16 @@ def bad_input_cases(synthetic_root: Path, tiny_run: Path, tmp_path: Path) -> dic
     truncated = tmp_path / "truncated.ckpt"
     truncated.write_bytes((tiny_run / "checkpoints" / "best.ckpt").read_bytes()[:4000])
     (tmp_path / "notes.ckpt").write_text("a text file")
+    (tmp_path / "pets.txt").write_text("not the dataset folder")
     bad_line = "cat_1 1 1\n"
     return {
         "missing data.root": (
             ["data=synthetic", f"data.root={tmp_path / 'nowhere'}", "data.synthetic=null"],
             ["nowhere", "data=synthetic"],
+        ),
+        "data.root a file": (
+            [f"data.root={tmp_path / 'pets.txt'}"],
+            ["data.root=", "pets.txt is a file, not a folder"],
         ),
         "no images/": (
             [f"data.root={layout(tmp_path / 'a', synthetic_root, images=False)}"],
@@ -271,3 +277,123 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_old_file(tmp_path, monkeypa
     monkeypatch.undo()
     assert torch.load(path, weights_only=True) == {"step": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_checkpoints_are_readable_by_others_as_the_umask_allows(synthetic_root, tmp_path):
+    cfg = compose_train(
+        tmp_path,
+        [*tiny_run_overrides(synthetic_root), *TINY_UNET, "trainer.max_epochs=1", "test=false"],
+    )
+    umask = os.umask(0o022)
+    try:
+        train(cfg)
+    finally:
+        os.umask(umask)
+    for name in ("best.ckpt", "last.ckpt"):
+        path = tmp_path / "run" / "checkpoints" / name
+        assert not path.is_symlink()
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, f"{name}: {oct(path.stat().st_mode)}"
+
+
+def test_atomic_writes_follow_the_umask(tmp_path):
+    umask = os.umask(0o027)
+    try:
+        write_atomically(tmp_path / "a" / "bytes.bin", b"data")
+        write_atomically(tmp_path / "written.bin", lambda file: file.write(b"data"))
+    finally:
+        os.umask(umask)
+    for path in (tmp_path / "a" / "bytes.bin", tmp_path / "written.bin"):
+        assert path.read_bytes() == b"data"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o640
+
+
+UNKNOWN_KEYS = {
+    "trainer.max_epoch=5": "trainer.max_epoch: no such option; did you mean trainer.max_epochs?",
+    "optimizer.lrr=1": "optimizer.lrr: no such option; did you mean optimizer.lr?",
+}
+
+
+@pytest.mark.parametrize("override", UNKNOWN_KEYS)
+def test_an_unknown_key_names_the_nearest_one(override, tmp_path):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_train(tmp_path, [override])
+    assert composition_error_message(error.value) == f"segpets: error: {UNKNOWN_KEYS[override]}"
+
+
+def test_an_unknown_key_with_no_near_one_lists_the_keys_and_the_plus(tmp_path):
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_train(tmp_path, ["trainer.enable_checkpointing=false"])
+    message = composition_error_message(error.value)
+    assert message.startswith("segpets: error: trainer.enable_checkpointing: no such option; ")
+    assert "max_epochs, " in message and "_target_" not in message
+    assert message.endswith("write +trainer.enable_checkpointing=false")
+
+
+@pytest.mark.slow
+def test_unknown_keys_from_the_command_line_exit_2_with_did_you_mean(tmp_path):
+    for override, expected in UNKNOWN_KEYS.items():
+        result = run_segpets("train", override, cwd=tmp_path)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert result.stderr == f"segpets: error: {expected}\n"
+        assert not list(tmp_path.iterdir()), "nothing is written for a config that fails"
+    # Hydra's own composition errors keep Hydra's message, and status 2.
+    result = run_segpets("train", "model=unet3", cwd=tmp_path)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "Could not find 'model/unet3'" in result.stderr and "resnet34_unet" in result.stderr
+    result = run_segpets("train", "-m", "trainer.max_epoch=1,2", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.endswith(f"segpets: error: {UNKNOWN_KEYS['trainer.max_epoch=5']}\n")
+
+
+@pytest.mark.slow
+def test_a_bug_in_the_task_keeps_its_traceback(tmp_path):
+    app = tmp_path / "app.py"
+    app.write_text(
+        "import hydra\n"
+        "from segpets.cli import exit_on_user_error, run\n"
+        "@hydra.main(version_base='1.3', config_path=None, config_name=None)\n"
+        "@exit_on_user_error\n"
+        "def main(cfg):\n"
+        "    raise RuntimeError('a bug in the task')\n"
+        "run(main)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(app), "hydra.run.dir=out"],
+        cwd=tmp_path,
+        env=ENV,
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and 'app.py", line 6, in main' in result.stderr
+    assert result.stderr.rstrip().endswith("RuntimeError: a bug in the task")
+
+
+def test_report_on_a_missing_folder_says_so_and_exits_2(tmp_path, capsys):
+    from segpets.report import main
+
+    (tmp_path / "a_file").write_text("")
+    for folder, what in (("nowhere", ": no such folder."), ("a_file", " is a file, not a folder.")):
+        with pytest.raises(SystemExit) as exit_:
+            main([str(tmp_path / folder)])
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"segpets: error: {tmp_path / folder}{what}") and err.count("\n") == 1
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no runs under"):  # a folder without runs: as before
+        main([str(tmp_path / "empty")])
+
+
+def test_data_root_a_file_is_named_as_a_file(tmp_path):
+    from segpets.data.oxford_pet import check_layout
+    from segpets.errors import DataError
+
+    (tmp_path / "pets.zip").write_bytes(b"")
+    with pytest.raises(DataError, match=r"pets.zip is a file, not a folder"):
+        check_layout(tmp_path / "pets.zip")
+    with pytest.raises(DataError, match="the folder does not exist"):
+        check_layout(tmp_path / "nowhere")

@@ -23,7 +23,7 @@ from segpets.constants import IMAGENET_MEAN, IMAGENET_STD
 from segpets.data.cache import CachedOxfordPetDataset, DecodedImageCache, cache_size
 from segpets.data.download import download_oxford_pet
 from segpets.data.loading import AUTO, check_loader_options, loader_options
-from segpets.data.oxford_pet import SPLITS, OxfordPetDataset, check_boundary
+from segpets.data.oxford_pet import SPLITS, OxfordPetDataset, check_boundary, check_layout
 from segpets.data.synthetic import SyntheticPets
 from segpets.data.transforms import eval_transform, train_transform
 from segpets.errors import ConfigError
@@ -106,6 +106,8 @@ class OxfordPetDataModule(L.LightningDataModule):
         self._datasets: dict[str, OxfordPetDataset] = {}
 
     def prepare_data(self) -> None:
+        if Path(self.root).is_file():  # before anything writes under it
+            check_layout(self.root)
         if self.synthetic is not None:
             self.synthetic.write(self.root)
         elif self.download:

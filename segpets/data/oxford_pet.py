@@ -109,7 +109,13 @@ def trimap_to_mask(trimap: np.ndarray, boundary: str) -> np.ndarray:
 def load_image(path: str | Path) -> np.ndarray:
     """RGB uint8 (H, W, 3), whatever the format behind the file name (GIF, RGBA PNG...)."""
     with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"))
+        return image_to_rgb(image)
+
+
+def image_to_rgb(image: Image.Image) -> np.ndarray:
+    """RGB uint8 (H, W, 3) of a PIL image of any mode, as PIL converts it: grayscale is
+    repeated, alpha dropped, a palette looked up, 16-bit values above 255 clipped to 255."""
+    return np.asarray(image.convert("RGB"))
 
 
 def load_trimap(path: str | Path) -> np.ndarray:
@@ -122,6 +128,12 @@ def check_layout(root: str | Path) -> None:
     root = Path(root)
     needed = ["images/", "annotations/trimaps/", "annotations/trainval.txt", "annotations/test.txt"]
     missing = needed if not root.is_dir() else [p for p in needed if not (root / p).exists()]
+    if root.exists() and not root.is_dir():
+        raise DataError(
+            f"data.root={root} is a file, not a folder: point data.root at the folder that "
+            "holds images/ and annotations/ (the official Oxford-IIIT Pet layout), or use "
+            "data=synthetic, which generates pet-like scenes and needs no download."
+        )
     if missing:
         what = "the folder does not exist" if not root.is_dir() else "missing " + ", ".join(missing)
         raise DataError(

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from omegaconf import OmegaConf
 from torch import nn
 
-from segpets import inference
+from segpets import checkpointing
 from segpets.errors import ConfigError
 from segpets.models.base import SegmentationModel
 
@@ -28,7 +28,7 @@ class EnsembleModel(SegmentationModel):
 
     output_stride = 1
     weights_from_checkpoints = True
-    """Built with its weights: segpets.inference.load_model loads no state dict into it."""
+    """Built with its weights: segpets.checkpointing.load_model loads no state dict into it."""
 
     def __init__(self, checkpoints: Sequence[str | Path]) -> None:
         super().__init__()
@@ -40,7 +40,7 @@ class EnsembleModel(SegmentationModel):
             )
         members, normalizations = [], {}
         for path in paths:
-            model, config = inference.model_from_checkpoint(path, option=OPTION)
+            model, config = checkpointing.model_from_checkpoint(path, option=OPTION)
             members.append(model)
             normalizations[path] = "data.mean={} data.std={}".format(
                 OmegaConf.select(config, "data.mean"), OmegaConf.select(config, "data.std")

@@ -1,4 +1,8 @@
-"""Learning-rate schedules that need the run's length, which only the Trainer knows."""
+"""Learning-rate schedules that need the run's length, which only the Trainer knows.
+
+configs/scheduler/*.yaml name them with `_target_` and `_partial_: true`; SegmentationModule
+calls the partial with the optimizer and `total_steps` and steps it once per optimizer step.
+"""
 
 import math
 

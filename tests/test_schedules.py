@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from segpets.errors import ConfigError
-from segpets.optim import warmup_cosine
+from segpets.schedules import warmup_cosine
 
 
 def lrs(scheduler, steps):

@@ -1,0 +1,79 @@
+"""A trained model set up for use: what eval, predict and export share.
+
+`load_for_inference(cfg, overrides)` reads the checkpoint that `cfg.ckpt_path` names (or
+the members of `model=ensemble model.checkpoints=[...]`), applies the command line's
+options over the run config stored in it, and settles the device, the precision the run
+trained in and the threshold. The apps keep only what is their own.
+"""
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from segpets.checkpointing import load_trained
+from segpets.inference import autocast, check_threshold, pick_device
+
+
+@dataclass
+class TrainedModel:
+    """A trained network in eval mode on `device`, with the run config it was loaded with."""
+
+    model: nn.Module
+    run_config: DictConfig
+    """The checkpoint's run config with the command line's options over it."""
+    device: torch.device
+    precision: Any
+    """`trainer.precision` of the run config (None if it has none): eval and predict
+    autocast as the run trained."""
+    threshold: float
+    """Probability from which a pixel is pet: `threshold=`, else the run's module.threshold."""
+    checkpoints: list[str]
+    """The checkpoint files the weights come from: `ckpt_path`, or an ensemble's members."""
+    ckpt_path: str | None = None
+    """The `ckpt_path` option; None for an ensemble given by model.checkpoints alone."""
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast as the run trained, on this model's device."""
+        return autocast(self.precision, self.device)
+
+
+def load_for_inference(
+    cfg: DictConfig,
+    overrides: Sequence[str] = (),
+    device: str | None = None,
+    option: str = "ckpt_path",
+) -> TrainedModel:
+    """The model `cfg.ckpt_path` names, with the command line's `overrides`, on its device.
+
+    `cfg` is the app's composed config (eval, predict, export): `ckpt_path`, which may be
+    left out with `model=ensemble model.checkpoints=[...]`, and optionally `threshold` (null
+    or absent: the checkpoint's) and `device`. `device` overrides `cfg.device` (export
+    passes "cpu"); a device this machine lacks is a ConfigError naming the fix. Options
+    are checked before the checkpoint is read. `option` names `ckpt_path` in messages
+    (`segpets.load` calls it `path`).
+    """
+    threshold = OmegaConf.select(cfg, "threshold", default=None)
+    check_threshold(threshold)
+    target = pick_device(device if device is not None else cfg.device)
+    ckpt_path = OmegaConf.select(cfg, "ckpt_path", throw_on_missing=False)
+    model, run_config = load_trained(ckpt_path, cfg, overrides, option)
+    if getattr(model, "weights_from_checkpoints", False):  # an ensemble: its members
+        checkpoints = [str(path) for path in run_config.model.checkpoints]
+    else:
+        checkpoints = [str(ckpt_path)]
+    if threshold is None:
+        threshold = run_config.module.threshold
+    return TrainedModel(
+        model=model.to(target),
+        run_config=run_config,
+        device=target,
+        precision=OmegaConf.select(run_config, "trainer.precision", default=None),
+        threshold=float(threshold),
+        checkpoints=checkpoints,
+        ckpt_path=None if ckpt_path is None else str(ckpt_path),
+    )
