@@ -8,7 +8,7 @@ that fails or times out is recorded (status, return code, the end of its output)
 next one runs:
 
 1. machine: `segpets.precision.machine()` (CPU, GPU, bf16 support, versions).
-2. pytest: `pytest -m gpu -q` (tests/test_gpu.py): passed / failed / skipped counts.
+2. pytest: `pytest -m gpu -q` (tests/reliability/test_gpu.py): passed / failed / skipped counts.
 3. bench-resnet34_unet, bench-unet: `python -m segpets.bench` at 256 px, batch 16, sections
    plain, lightning, smp, inference, precision, loader and data (data only in the first:
    it times the data pipeline, which does not depend on the model), on synthetic data.

@@ -39,7 +39,7 @@ class FastElasticTransform(A.ElasticTransform):
     on a grid `sigma / 1.25` pixels apart, smooths it with a 1.25-cell Gaussian,
     interpolates it up (bicubic) and divides it by the median of that largest magnitude.
     Away from the borders the displacements match albumentations' in size and smoothness
-    (tests/test_augment.py); near them albumentations' smoothing repeats the edge pixel,
+    (tests/data/test_augment.py); near them albumentations' smoothing repeats the edge pixel,
     which inflates its field there when `sigma` is a large part of the image. Warping the
     image and mask is albumentations' own code, so options and targets are the same;
     `approximate` has no effect. docs/performance.md times both.

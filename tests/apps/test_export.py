@@ -144,7 +144,7 @@ def test_the_json_contract_says_everything_a_consumer_needs(fmt, exported, ckpt)
         ("opset=9", ConfigError, "opset must be an integer from 11 to 20"),
     ],
 )
-def test_bad_options_are_named(option, error, message, ckpt, tmp_path):
+def test_bad_export_options_are_named(option, error, message, ckpt, tmp_path):
     cfg, overrides = export_config(
         tmp_path, f"ckpt_path={ckpt}", f"output={tmp_path / 'm.onnx'}", option
     )

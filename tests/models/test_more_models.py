@@ -1,4 +1,4 @@
-"""The added backbones: Attention U-Net, DeepLabV3, smp adapter, checkpoint ensemble."""
+"""Attention U-Net, DeepLabV3, the smp adapter and checkpoint ensembles."""
 
 import importlib.util
 import re
@@ -48,7 +48,7 @@ MODELS = [
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_logits_have_input_size(name: str) -> None:
+def test_other_models_return_logits_at_the_input_size(name: str) -> None:
     torch.manual_seed(0)
     model = build(name).eval()
     head = [m for m in model.modules() if isinstance(m, nn.Conv2d)][-1]
@@ -231,7 +231,7 @@ def test_eval_without_checkpoint_or_ensemble_says_what_to_pass(tmp_path) -> None
         pytest.param("smp", "SMPModel", marks=needs_smp),
     ],
 )
-def test_model_configs_instantiate(config: str, model_class: str) -> None:
+def test_other_model_configs_instantiate_their_class(config: str, model_class: str) -> None:
     cfg = OmegaConf.load(CONFIG_DIR / "model" / f"{config}.yaml")
     if config == "attention_unet":
         cfg.widths = list(TINY_WIDTHS)

@@ -16,7 +16,7 @@ from segpets.data import OxfordPetDataModule, SyntheticPets
 from segpets.data.oxford_pet import load_trimap, trimap_to_mask
 from segpets.data.transforms import FastElasticTransform, train_transform
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 PRESETS = sorted(p.stem for p in (CONFIG_DIR / "augment").glob("*.yaml"))
 
 

@@ -14,7 +14,7 @@ from segpets.errors import ConfigError
 from segpets.models import ResNet34UNet, SegmentationModel, UNet
 from segpets.models.blocks import NearestUpsample
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 TINY_UNET = {"widths": (8, 16, 32)}
 SMALL_RESNET = {"decoder_channels": (32, 16, 16, 8, 8)}
@@ -203,7 +203,7 @@ def test_deconv_bench_script_times_every_decoder_shape() -> None:
     import subprocess
     import sys
 
-    repo = Path(__file__).resolve().parents[1]
+    repo = Path(__file__).resolve().parents[2]
     process = subprocess.run(
         [
             sys.executable,

@@ -11,7 +11,7 @@ from segpets.constants import IGNORE_INDEX
 from segpets.errors import ConfigError
 from segpets.losses import BCELoss, DiceLoss, FocalLoss, TverskyLoss, WeightedSum
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
 LN3 = math.log(3.0)  # sigmoid(+-ln 3) = 0.75 / 0.25, sigmoid(0) = 0.5
 
@@ -108,7 +108,7 @@ def test_tversky_with_equal_weights_is_dice(per_image: bool) -> None:
 
 
 @each_loss
-def test_shape_mismatch_is_an_error(loss: torch.nn.Module) -> None:
+def test_loss_shape_mismatch_is_an_error(loss: torch.nn.Module) -> None:
     # (B, H, W) masks would otherwise broadcast against (B, 1, H, W) logits.
     with pytest.raises(ValueError, match="differ in shape"):
         loss(LOGITS, TARGET[:, 0])

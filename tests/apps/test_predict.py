@@ -263,7 +263,7 @@ def test_no_matching_input_names_the_pattern(ckpt, tmp_path):
         ("device=tpu", "device must be"),
     ],
 )
-def test_bad_options_are_named(option, message, ckpt, tmp_path):
+def test_bad_predict_options_are_named(option, message, ckpt, tmp_path):
     cfg, overrides = predict_config(
         tmp_path, f"ckpt_path={ckpt}", "input=x.jpg", f"output_dir={tmp_path}", option
     )

@@ -11,7 +11,22 @@ import pytest
 
 from tests.helpers import REPO_ROOT, run_segpets, tiny_run_overrides
 
-NOT_SOURCES = (".git", "build", "dist", "logs", "data", "*.egg-info", "__pycache__", ".*_cache")
+# Top-level folders that are not sources (build output, runs, downloaded data) and caches.
+TOP_LEVEL_OUTPUTS = {".git", "build", "dist", "logs", "data", "outputs", "multirun"}
+
+
+def not_sources(folder: str, names: list[str]) -> set[str]:
+    """shutil.copytree's ignore: outputs at the repo's top, caches and egg-info anywhere."""
+    top = Path(folder) == REPO_ROOT
+    return {
+        name
+        for name in names
+        if (top and name in TOP_LEVEL_OUTPUTS)
+        or name == "__pycache__"
+        or name.endswith((".egg-info", "_cache"))
+    }
+
+
 GROUPS = ("augment", "data", "debug", "experiment", "logger", "loss", "model", "trainer")
 
 
@@ -21,7 +36,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("wheel")
     # A copy of the sources: setuptools builds inside the tree, and a stale build/ could leak in.
     source = tmp / "source"
-    shutil.copytree(REPO_ROOT, source, ignore=shutil.ignore_patterns(*NOT_SOURCES))
+    shutil.copytree(REPO_ROOT, source, ignore=not_sources)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
     build = [*pip, "wheel", "--no-deps", "--no-build-isolation", "-w", str(tmp / "dist")]
     subprocess.run([*build, str(source)], check=True, capture_output=True)

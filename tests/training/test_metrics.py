@@ -46,7 +46,7 @@ def test_half_overlap_and_fractions() -> None:
     assert scores["pred_fraction"].item() == pytest.approx(0.5)
 
 
-def test_shape_mismatch_is_an_error() -> None:
+def test_metric_shape_mismatch_is_an_error() -> None:
     with pytest.raises(ValueError, match="differ in shape"):
         BinarySegmentationMetrics().update(torch.zeros(2, 1, 4, 4), torch.zeros(2, 4, 4))
 
