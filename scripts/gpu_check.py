@@ -427,6 +427,7 @@ class Check:
         command = python(
             "-m",
             "pytest",
+            "tests/reliability/test_gpu.py",  # where the gpu-marked tests live
             "-m",
             "gpu",
             "-q",
@@ -569,7 +570,8 @@ def main(argv: list[str] | None = None) -> int:
     if "pytest" in only:
         check.pytest()
     if "bench" in only:
-        for index, model in enumerate(BENCH_MODELS):
+        # The dry run benches one model: the second runs the same code with other sizes.
+        for index, model in enumerate(BENCH_MODELS[:1] if args.dry_run else BENCH_MODELS):
             check.bench(model, data_section=index == 0)
     if "train" in only:
         check.train()

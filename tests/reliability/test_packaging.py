@@ -8,8 +8,10 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 
-from tests.helpers import REPO_ROOT, run_segpets, tiny_run_overrides
+from segpets.cli import run
+from tests.helpers import REPO_ROOT, tiny_run_overrides
 
 # Top-level folders that are not sources (build output, runs, downloaded data) and caches.
 TOP_LEVEL_OUTPUTS = {".git", "build", "dist", "logs", "data", "outputs", "multirun"}
@@ -76,18 +78,27 @@ def test_the_wheel_composes_and_trains_from_another_folder(installed, synthetic_
     assert job.returncode == 0, job.stderr
     assert "task_name: quickstart" in job.stdout and "image_size: 96" in job.stdout
 
+    # A config dir of one's own adds options to the packaged ones (Hydra's --config-dir).
+    (tmp_path / "mine" / "experiment").mkdir(parents=True)
+    (tmp_path / "mine" / "experiment" / "tiny.yaml").write_text(
+        "# @package _global_\nmodel:\n  widths: [4, 8, 16]\n"
+    )
     run = run_installed(
         installed,
         tmp_path,
         "-m",
         "segpets.train",
+        "--config-dir",
+        "mine",
+        "experiment=tiny",
         *tiny_run_overrides(synthetic_root),
-        "model.widths=[4,8,16]",
         "debug=fdr",
         "logger=csv",
     )
     assert run.returncode == 0, run.stderr
     assert "test Dice (mean per image)" in run.stdout
+    (config,) = (tmp_path / "logs" / "train" / "runs").glob("*/*/.hydra/config.yaml")
+    assert list(OmegaConf.load(config).model.widths) == [4, 8, 16]
     assert list((tmp_path / "logs" / "train" / "runs").glob("*/*/metrics.json"))
 
 
@@ -101,20 +112,9 @@ def test_help_lists_every_config_group_and_its_options(installed, tmp_path):
     assert "resnet34_unet" in groups and "quickstart" in groups and "bce_tversky" in groups
 
 
-def test_a_config_dir_of_ones_own_adds_options(tmp_path):
-    (tmp_path / "mine" / "experiment").mkdir(parents=True)
-    (tmp_path / "mine" / "experiment" / "small.yaml").write_text(
-        "# @package _global_\ndata:\n  image_size: 40\n"
-    )
-    result = run_segpets(
-        "train", "--config-dir", "mine", "experiment=small", "--cfg", "job", cwd=tmp_path
-    )
-    assert result.returncode == 0, result.stderr
-    assert "image_size: 40" in result.stdout
-
-
-def test_a_missing_config_dir_is_exit_2_naming_it(tmp_path):
-    result = run_segpets("train", "--config-dir", "nowhere", "--cfg", "job", cwd=tmp_path)
-    assert result.returncode == 2
-    assert "--config-dir nowhere: no such folder" in result.stderr
-    assert "Traceback" not in result.stderr
+def test_a_missing_config_dir_is_exit_2_naming_it(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["segpets.train", "--config-dir", "nowhere", "--cfg", "job"])
+    with pytest.raises(SystemExit) as exit_:
+        run(lambda: pytest.fail("the app ran with a missing --config-dir"))
+    assert exit_.value.code == 2
+    assert "--config-dir nowhere: no such folder" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from segpets.checkpointing import AtomicCheckpointIO, write_atomically
 from segpets.cli import _user_error, composition_error_message
 from segpets.errors import SegpetsError
 from segpets.train import train
-from tests.helpers import REPO_ROOT, TINY_UNET, compose_train, run_segpets, tiny_run_overrides
+from tests.helpers import REPO_ROOT, TINY_UNET, compose_train, tiny_run_overrides
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "PYTHONUNBUFFERED": "1"}
 
@@ -126,10 +126,16 @@ def bad_input_cases(synthetic_root: Path, tiny_run: Path, tmp_path: Path) -> dic
     }
 
 
+CLI_CASES = ("missing data.root", "unknown model", "negative lr", "truncated ckpt", "bad precision")
+
+
 def test_bad_input_from_the_command_line_gives_one_message_and_status_2(
     synthetic_root, tiny_run, tmp_path
 ):
-    cases = bad_input_cases(synthetic_root, tiny_run, tmp_path)
+    # One case per way an error reaches the command line (data, Hydra's composition, an
+    # option, a checkpoint, Lightning's Trainer); test_every_bad_input_... checks every message.
+    every = bad_input_cases(synthetic_root, tiny_run, tmp_path)
+    cases = {name: every[name] for name in CLI_CASES}
     # All at once: each process spends most of its time importing torch and Lightning.
     runs = {}
     for name in cases:
@@ -335,18 +341,26 @@ def test_an_unknown_key_with_no_near_one_lists_the_keys_and_the_plus(tmp_path):
 
 @pytest.mark.slow
 def test_unknown_keys_from_the_command_line_exit_2_with_did_you_mean(tmp_path):
-    for override, expected in UNKNOWN_KEYS.items():
-        result = run_segpets("train", override, cwd=tmp_path)
-        assert result.returncode == 2, result.stderr[-2000:]
-        assert result.stderr == f"segpets: error: {expected}\n"
-        assert not list(tmp_path.iterdir()), "nothing is written for a config that fails"
+    # The message for each key is checked in process (test_an_unknown_key_names_...). The
+    # three commands run at once: each spends most of its time importing torch and Lightning.
+    for name in ("key", "option", "multirun"):
+        (tmp_path / name).mkdir()
+    runs = {
+        "key": segpets_train(tmp_path / "key", "trainer.max_epoch=5"),
+        "option": segpets_train(tmp_path / "option", "model=unet3"),
+        "multirun": segpets_train(tmp_path / "multirun", "-m", "trainer.max_epoch=1,2"),
+    }
+    stderr = {name: run.communicate(timeout=300)[1] for name, run in runs.items()}
+    assert runs["key"].returncode == 2, stderr["key"][-2000:]
+    assert stderr["key"] == f"segpets: error: {UNKNOWN_KEYS['trainer.max_epoch=5']}\n"
+    assert not list((tmp_path / "key").iterdir()), "nothing is written for a config that fails"
     # Hydra's own composition errors keep Hydra's message, and status 2.
-    result = run_segpets("train", "model=unet3", cwd=tmp_path)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert "Could not find 'model/unet3'" in result.stderr and "resnet34_unet" in result.stderr
-    result = run_segpets("train", "-m", "trainer.max_epoch=1,2", cwd=tmp_path)
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert result.stderr.endswith(f"segpets: error: {UNKNOWN_KEYS['trainer.max_epoch=5']}\n")
+    assert runs["option"].returncode == 2 and "Traceback" not in stderr["option"]
+    assert (
+        "Could not find 'model/unet3'" in stderr["option"] and "resnet34_unet" in stderr["option"]
+    )
+    assert runs["multirun"].returncode == 2, stderr["multirun"][-2000:]
+    assert stderr["multirun"].endswith(f"segpets: error: {UNKNOWN_KEYS['trainer.max_epoch=5']}\n")
 
 
 @pytest.mark.slow
