@@ -2,12 +2,15 @@
 
 import csv
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 
 from segpets.errors import SegpetsError
 from segpets.eval import evaluate
-from tests.helpers import compose_train, run_segpets
+from tests.helpers import REPO_ROOT, compose_train
 
 
 def eval_config(tmp_path, ckpt, *overrides):
@@ -82,22 +85,25 @@ def test_a_checkpoint_of_another_model_is_named(tiny_run, tmp_path):
 @pytest.mark.slow
 def test_eval_from_the_command_line(tiny_run, tmp_path):
     out = tmp_path / "eval"
-    result = run_segpets(
-        "eval",
-        f"ckpt_path={tiny_run / 'checkpoints' / 'best.ckpt'}",
-        "tta=hflip",
-        f"hydra.run.dir={out}",
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "Dice" in result.stdout
+
+    def eval_command(run_dir, *args: str) -> subprocess.Popen:
+        return subprocess.Popen(
+            [sys.executable, "-m", "segpets.eval", *args, f"hydra.run.dir={run_dir}"],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+
+    # Both at once: each spends most of its time importing torch and Lightning.
+    scored = eval_command(out, f"ckpt_path={tiny_run / 'checkpoints' / 'best.ckpt'}", "tta=hflip")
+    missing = eval_command(tmp_path / "missing", f"ckpt_path={tmp_path / 'nope.ckpt'}")
+    stdout, stderr = scored.communicate(timeout=300)
+    missing_stderr = missing.communicate(timeout=300)[1]
+    assert scored.returncode == 0, stderr[-3000:]
+    assert "Dice" in stdout
     assert json.loads((out / "metrics.json").read_text())["tta"] == "hflip"
-    missing = run_segpets(
-        "eval",
-        f"ckpt_path={tmp_path / 'nope.ckpt'}",
-        f"hydra.run.dir={out}",
-        cwd=tmp_path,
-    )
     assert missing.returncode == 2
-    assert "nope.ckpt: no such file" in missing.stderr
-    assert "Traceback" not in missing.stderr
+    assert "nope.ckpt: no such file" in missing_stderr
+    assert "Traceback" not in missing_stderr
