@@ -1,9 +1,5 @@
-"""Segmentation networks: images (B, C, H, W) -> logits (B, classes, H, W).
+"""Segmentation networks: images (B, C, H, W) -> logits (B, classes, H, W)."""
 
-`encoder_callbacks` lives in segpets.callbacks; it is named here too, for old imports.
-"""
-
-from segpets.callbacks import encoder_callbacks
 from segpets.models.attention_unet import AttentionUNet
 from segpets.models.base import SegmentationModel
 from segpets.models.deeplab import DeepLabV3
@@ -20,5 +16,4 @@ __all__ = [
     "SMPModel",
     "SegmentationModel",
     "UNet",
-    "encoder_callbacks",
 ]

@@ -9,7 +9,7 @@ torchvision's weights API reads the file from the torch hub cache,
 downloads it there only if it is missing; on a machine without network, copy the file
 there once. ImageNet weights expect inputs normalised with the ImageNet statistics,
 which `data.mean` and `data.std` are by default; `CheckInputNormalization`
-(segpets.models.finetuning) stops a run whose data says otherwise.
+(segpets.callbacks) stops a run whose data says otherwise.
 """
 
 from collections.abc import Mapping

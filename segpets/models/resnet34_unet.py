@@ -56,7 +56,7 @@ class ResNet34UNet(SegmentationModel):
 
     `pretrained` (none | imagenet | PATH, see segpets.models.pretrained) starts the
     encoder from trained weights; `freeze_encoder_epochs` keeps it frozen for the first
-    epochs (segpets.models.finetuning.FreezeEncoder), while the decoder settles.
+    epochs (segpets.callbacks.FreezeEncoder), while the decoder settles.
     """
 
     output_stride = 32

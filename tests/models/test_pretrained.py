@@ -14,11 +14,11 @@ from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
+from segpets.callbacks import CheckInputNormalization, FreezeEncoder, encoder_callbacks
 from segpets.checkpointing import CONFIG_KEY, load_model
 from segpets.constants import IMAGENET_MEAN, IMAGENET_STD
 from segpets.errors import ConfigError
-from segpets.models import DeepLabV3, ResNet34UNet, UNet, encoder_callbacks
-from segpets.models.finetuning import CheckInputNormalization, FreezeEncoder
+from segpets.models import DeepLabV3, ResNet34UNet, UNet
 from segpets.models.pretrained import hub_cache_path
 from segpets.train import build_datamodule, build_module
 from tests.helpers import compose_train, tiny_run_overrides

@@ -6,24 +6,11 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from segpets.callbacks import (
-    CheckInputNormalization,
-    FreezeEncoder,
     ProgressBar,
     ValidationImages,
-    encoder_callbacks,
 )
 from segpets.constants import IMAGENET_MEAN, IMAGENET_STD
 from segpets.visual import PANEL_PADDING
-
-
-def test_the_encoder_callbacks_live_with_the_others_and_old_imports_still_work():
-    import segpets.models
-    import segpets.models.finetuning as finetuning
-
-    assert segpets.models.encoder_callbacks is encoder_callbacks
-    assert finetuning.encoder_callbacks is encoder_callbacks
-    assert finetuning.FreezeEncoder is FreezeEncoder
-    assert finetuning.CheckInputNormalization is CheckInputNormalization
 
 
 class RecordingTensorBoard(TensorBoardLogger):
