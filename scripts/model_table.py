@@ -2,7 +2,7 @@
 
     python scripts/model_table.py [--size 256]   # with segpets installed (pip install -e .)
 
-FLOPs are counted by segpets.bench's count_flops, as the bench counts them (torch's
+FLOPs are counted by segpets.cost.count_flops, as the bench counts them (torch's
 FlopCounterMode: a multiply-add counts as 2 FLOPs; convolutions and matrix products only),
 for one image in eval mode. The models are built on the meta device, so nothing is
 computed and no weights are read.
@@ -20,7 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
 
-from segpets.bench import count_flops
+from segpets.cost import count_flops
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MODEL_CONFIGS = REPO_ROOT / "configs" / "model"

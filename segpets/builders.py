@@ -3,6 +3,7 @@
 The apps (train, bench, ...) call these; the option errors they raise name the option.
 """
 
+import datetime
 from typing import Any
 
 import lightning as L
@@ -24,8 +25,38 @@ def resolve_trainer_config(cfg: DictConfig) -> None:
     metrics.json name the precision it really trained in.
     """
     check_accelerator(cfg.trainer.get("accelerator"))
+    cfg.trainer.max_time = normalize_max_time(cfg.trainer.get("max_time"))
     cfg.trainer.precision = resolve_precision(
         cfg.trainer.get("precision"), cfg.trainer.get("accelerator")
+    )
+
+
+MAX_TIME_UNITS = ("weeks", "days", "hours", "minutes", "seconds", "milliseconds")
+
+
+def normalize_max_time(value: Any) -> str | None:
+    """`trainer.max_time` as Lightning's "DD:HH:MM:SS" (None for no limit).
+
+    Accepts that string or a dict of timedelta units ({minutes: 10}), which the command
+    line gives as a config node that Lightning would not take; anything else is a
+    ConfigError that shows both forms.
+    """
+    if value is None:
+        return None
+    if isinstance(value, DictConfig | dict):
+        units = dict(value)
+        if units and all(
+            k in MAX_TIME_UNITS and isinstance(v, int | float) and v >= 0 for k, v in units.items()
+        ):
+            seconds = round(datetime.timedelta(**units).total_seconds())
+            days, rest = divmod(seconds, 86400)
+            return f"{days:02d}:{rest // 3600:02d}:{rest % 3600 // 60:02d}:{rest % 60:02d}"
+    elif len(parts := str(value).split(":")) == 4 and all(p.strip().isdigit() for p in parts):
+        return str(value)
+    raise ConfigError(
+        f"trainer.max_time={value!r} is not a duration: give DD:HH:MM:SS "
+        "(trainer.max_time=00:00:10:00 is 10 minutes) or a dict of "
+        f"{', '.join(MAX_TIME_UNITS)} (trainer.max_time={{minutes:10}})"
     )
 
 

@@ -2,6 +2,8 @@
 
 - What the person watching a run sees: `ValidationImages` (TensorBoard grids),
   `ProgressBar`.
+- What a run measures: `TrainingClock` (training time beside val Dice), `EMA` (an
+  average of the weights that validation, checkpoints and test use).
 - What keeps a run safe: `NonFiniteLossGuard` (stops on a NaN loss before a checkpoint
   holds it), `SaveOnInterrupt` (Ctrl-C / SIGTERM save last.ckpt).
 - What a pretrained encoder asks for: `FreezeEncoder`, `CheckInputNormalization`, picked by
@@ -12,17 +14,26 @@ The configured ones are in configs/callbacks; `python -m segpets.train` adds
 (`model.freeze_encoder_epochs`, `model.pretrained`) rather than in the callbacks group.
 """
 
+import functools
 import math
 import signal
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import BaseFinetuning, Callback, ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import (
+    BaseFinetuning,
+    Callback,
+    ModelCheckpoint,
+    RichProgressBar,
+    WeightAveraging,
+)
 from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_info
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
@@ -286,3 +297,90 @@ def encoder_callbacks(model: nn.Module) -> list[Callback]:
             )
         callbacks.append(FreezeEncoder(epochs))
     return callbacks
+
+
+class EMA(WeightAveraging):
+    """An exponential moving average of the weights, used for validation, checkpoints and test.
+
+    Lightning's WeightAveraging keeps the average (BatchNorm statistics included) after
+    every optimizer step from `start_step` on and swaps it in for validation, so `val/dice`
+    and the best checkpoint judge the averaged weights, and checkpoints hold them as their
+    `state_dict` (the raw weights ride along for resuming). After fit, the model holds the
+    average. The decay warms up as timm's ModelEma does, min(decay, (1 + n) / (10 + n))
+    after n updates, so a short run's average is not dominated by its random start.
+
+    Lightning swaps only around validation; outside fit (`trainer.validate` or `test` with
+    a checkpoint) the checkpoint's `state_dict` already is the average, so nothing is
+    swapped or reloaded there.
+    """
+
+    def __init__(self, decay: float = 0.99, start_step: int = 0) -> None:
+        if not 0.0 < decay < 1.0:
+            raise ConfigError(
+                f"callbacks.ema.decay must be between 0 and 1 (exclusive), got {decay}: "
+                "the share of the average kept at each step, e.g. 0.99 (about the last 100 steps)"
+            )
+        super().__init__(avg_fn=functools.partial(_ema_step, decay=decay))
+        self.decay = decay
+        self.start_step = start_step
+
+    def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
+        return step_idx is not None and step_idx >= self.start_step
+
+    @staticmethod
+    def _fitting(trainer: L.Trainer) -> bool:
+        return trainer.state.fn == TrainerFn.FITTING
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._fitting(trainer):
+            super().on_validation_epoch_start(trainer, pl_module)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._fitting(trainer):
+            super().on_validation_epoch_end(trainer, pl_module)
+
+    def on_load_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        if self._fitting(trainer):
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
+
+
+def _ema_step(
+    average: torch.Tensor, current: torch.Tensor, updates: torch.Tensor, decay: float
+) -> torch.Tensor:
+    """One EMA update with the decay warmed up over the first updates."""
+    warm = min(decay, (1.0 + float(updates)) / (10.0 + float(updates)))
+    return warm * average + (1.0 - warm) * current
+
+
+class TrainingClock(Callback):
+    """Logs `time/train_seconds`, the training time so far, with every validation.
+
+    With it, TensorBoard's and the report's curves can put val Dice against wall-clock
+    time, which compares models of different cost at equal time. The time counts from the
+    start of fit, validation included, and carries over when a run is resumed. (Not a
+    Lightning Timer: a Timer in the callbacks makes Lightning ignore `trainer.max_time`.)
+    """
+
+    def __init__(self) -> None:
+        self._offset = 0.0
+        self._started: float | None = None
+
+    def elapsed(self) -> float:
+        """Seconds of fit so far, earlier runs of a resumed run included."""
+        running = time.monotonic() - self._started if self._started is not None else 0.0
+        return self._offset + running
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started = time.monotonic()
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking:
+            pl_module.log("time/train_seconds", self.elapsed())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"train_seconds": self.elapsed()}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._offset = float(state_dict.get("train_seconds", 0.0))

@@ -1,13 +1,22 @@
 """`python -m segpets.eval ckpt_path=PATH`: score a checkpoint on a split of any dataset.
 
-Writes `metrics.json` (per-image and dataset-level scores) and `per_image.csv` (worst
-images first) into its run dir. With `tta=none resolution=input` the mean per-image
-Dice is exactly the `test/dice` that training reported for the same checkpoint and data.
+Writes into its run dir:
+
+- `metrics.json`: per-image mean and dataset-level scores; `boundary_dice` and
+  `interior_dice` (Dice in the band around the trimap's border and outside it, see
+  segpets.analysis); `ece` (pixel calibration error); `best_threshold` and
+  `best_threshold_dice` (the grid threshold with the highest mean per-image Dice on this
+  split, `dice_by_threshold` the whole curve); `by_species` and `by_breed`.
+- `per_image.csv`: one row per image, worst Dice first, with species, breed,
+  boundary_dice and interior_dice besides the scores training writes.
+- `worst.png`: the `worst` lowest-Dice images with their errors coloured (none for 0).
+
+With `tta=none resolution=input` the mean per-image Dice is exactly the `test/dice` that
+training reported for the same checkpoint and data.
 """
 
-import csv
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,38 +29,138 @@ from omegaconf import DictConfig
 from rich.progress import track
 from torch.utils.data import DataLoader
 
+from segpets.analysis import (
+    BAND_RADIUS,
+    UNKNOWN,
+    CalibrationHistogram,
+    ThresholdSweep,
+    border_bands,
+    boundary_scores,
+    breed_of,
+    check_worst,
+    read_species,
+    scores_by_group,
+    write_worst_sheet,
+)
 from segpets.cli import CONFIG_PATH, exit_on_user_error, run
 from segpets.data.loading import AUTO, loader_options
 from segpets.errors import ConfigError
 from segpets.inference import check_tta, predict_probabilities
 from segpets.metrics import BinarySegmentationMetrics, per_image_scores_from_probabilities
 from segpets.runtime import configure_runtime
+from segpets.scores import write_scores
 from segpets.trained import load_for_inference
 
 RESOLUTIONS = ("input", "native")
-PER_IMAGE_FIELDS = ("name", "dice", "iou", "true_fraction", "pred_fraction")
+WORST_SHEET = "worst.png"
 
 
 def _check_options(cfg: DictConfig) -> None:
     check_tta(cfg.tta)
     if cfg.resolution not in RESOLUTIONS:
         raise ConfigError(f"resolution must be one of {list(RESOLUTIONS)}, got {cfg.resolution!r}")
+    check_worst(cfg.worst)
 
 
 def _native_views(
     probs: torch.Tensor, names: Sequence[str], dataset: Any
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, list[str]]]:
     """Each image's probabilities resized back to its photo's size, with the original mask."""
     for prob, name in zip(probs, names, strict=True):
         truth = torch.from_numpy(dataset.native_mask(name)).to(probs.device)[None, None]
         resized = F.interpolate(
             prob[None], size=truth.shape[-2:], mode="bilinear", align_corners=False
         )
-        yield resized, truth
+        yield resized, truth, [name]
+
+
+class SplitScores:
+    """Everything eval measures, fed one view (probabilities and masks at the scored size)
+    at a time: per-image rows, dataset metrics, calibration and the threshold sweep."""
+
+    def __init__(self, threshold: float, root: Path, device: torch.device) -> None:
+        self.threshold = threshold
+        self.root = root
+        self.species = read_species(root)
+        self.metric = BinarySegmentationMetrics(threshold=threshold, from_logits=False).to(device)
+        self.calibration = CalibrationHistogram()
+        self.sweep = ThresholdSweep()
+        self.rows: list[dict[str, Any]] = []
+
+    def update(self, probs: torch.Tensor, masks: torch.Tensor, names: Sequence[str]) -> None:
+        self.metric.update(probs, masks)
+        self.calibration.update(probs, masks)
+        self.sweep.update(probs, masks)
+        band = border_bands(self.root, names, tuple(masks.shape[-2:]))
+        scores = {
+            **per_image_scores_from_probabilities(probs, masks, self.threshold),
+            **boundary_scores(probs, masks, band, self.threshold),
+        }
+        for index, name in enumerate(names):
+            row = {key: float(value[index]) for key, value in scores.items()}
+            species = self.species.get(name, UNKNOWN)
+            self.rows.append({"name": name, **row, "species": species, "breed": breed_of(name)})
+
+    def report(self) -> dict[str, Any]:
+        """metrics.json's scores: dataset metrics, means of the per-image extras, the rest."""
+        results = {name: float(value) for name, value in self.metric.compute().items()}
+        best, best_dice = self.sweep.best(prefer=self.threshold)
+        return {
+            **results,
+            "boundary_dice": _mean(row["boundary_dice"] for row in self.rows),
+            "interior_dice": _mean(row["interior_dice"] for row in self.rows),
+            "ece": self.calibration.compute(),
+            "best_threshold": best,
+            "best_threshold_dice": best_dice,
+            "dice_by_threshold": {f"{t:.2f}": dice for t, dice in self.sweep.dice().items()},
+            "by_species": scores_by_group(self.rows, "species"),
+            "by_breed": scores_by_group(self.rows, "breed"),
+        }
+
+
+def _mean(values: Iterable[float]) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else float("nan")
+
+
+def _groups_table(title: str, groups: dict[str, dict[str, Any]], limit: int) -> str:
+    """A few lines: `title`, then the groups worst Dice first (at most `limit`)."""
+    ranked = sorted(groups.items(), key=lambda item: item[1]["dice"])
+    shown = f"{limit} of {len(ranked)}, " if len(ranked) > limit else ""
+    lines = [f"{title} ({shown}worst first):"]
+    lines += [
+        f"  {name:<28} {group['images']:>5} images  Dice {group['dice']:.4f}"
+        for name, group in ranked[:limit]
+    ]
+    return "\n".join(lines)
+
+
+def _summary(cfg: DictConfig, report: dict[str, Any], threshold: float) -> str:
+    """What eval prints: the scores, the groups, calibration and the threshold advice."""
+    best, best_dice = report["best_threshold"], report["best_threshold_dice"]
+    if abs(best - threshold) < 1e-9:
+        advice = f"threshold maximising {cfg.split} Dice: {best:.2f}, the one used"
+    else:
+        advice = (
+            f"threshold maximising {cfg.split} Dice: {best:.2f} (Dice {best_dice:.4f} vs "
+            f"{report['dice']:.4f} at {threshold:.2f}); use it with threshold={best:.2f}"
+        )
+    return "\n".join(
+        [
+            f"{cfg.split}: {report['images']} images, Dice {report['dice']:.4f} (mean per "
+            f"image), {report['dice_dataset']:.4f} (dataset), IoU {report['iou']:.4f}, "
+            f"precision {report['precision']:.4f}, recall {report['recall']:.4f}",
+            f"outline band Dice {report['boundary_dice']:.4f}, interior Dice "
+            f"{report['interior_dice']:.4f}; calibration error (ECE) {report['ece']:.4f}",
+            advice,
+            _groups_table("by species", report["by_species"], limit=5),
+            _groups_table("by breed", report["by_breed"], limit=10),
+        ]
+    )
 
 
 def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Score `cfg.ckpt_path` on `cfg.split`; write metrics.json and per_image.csv."""
+    """Score `cfg.ckpt_path` on `cfg.split`; write metrics.json, per_image.csv, worst.png."""
     _check_options(cfg)
     configure_runtime(cfg)
     trained = load_for_inference(cfg, overrides)
@@ -71,50 +180,54 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
             device.type,
         ),
     )
-    metric = BinarySegmentationMetrics(threshold=threshold, from_logits=False).to(device)
 
-    rows: list[dict[str, Any]] = []
+    def predict(images: torch.Tensor) -> torch.Tensor:
+        return predict_probabilities(model, images.to(device), cfg.tta).float()
+
+    scores = SplitScores(threshold, Path(dataset.root), device)
+    output_dir = Path(cfg.paths.output_dir)
     with trained.autocast():
         for batch in track(loader, description=f"eval {cfg.split}", transient=True):
-            probs = predict_probabilities(model, batch["image"].to(device), cfg.tta).float()
+            probs = predict(batch["image"])
             masks = batch["mask"].to(device)
             if cfg.resolution == "input":
-                views = [(probs, masks)]
+                views = [(probs, masks, list(batch["name"]))]
             else:
                 views = list(_native_views(probs, batch["name"], dataset))
-            scores: dict[str, list[float]] = {}
-            for view_probs, view_masks in views:
-                metric.update(view_probs, view_masks)
-                for key, value in per_image_scores_from_probabilities(
-                    view_probs, view_masks, threshold
-                ).items():
-                    scores.setdefault(key, []).extend(value.tolist())
-            for index, name in enumerate(batch["name"]):
-                rows.append({"name": name, **{key: scores[key][index] for key in scores}})
+            for view in views:
+                scores.update(*view)
+        sheet = write_worst_sheet(
+            dataset,
+            predict,
+            {row["name"]: row["dice"] for row in scores.rows},
+            output_dir / WORST_SHEET,
+            cfg.worst,
+            threshold,
+            datamodule.mean,
+            datamodule.std,
+        )
 
-    results = {name: float(value) for name, value in metric.compute().items()}
     report = {
-        **results,
-        "images": len(rows),
+        **scores.report(),
+        "images": len(scores.rows),
         "split": cfg.split,
         "tta": cfg.tta,
         "threshold": threshold,
         "resolution": cfg.resolution,
+        "boundary": run.data.boundary,
+        "boundary_band_radius": BAND_RADIUS,
+        "worst_sheet": None if sheet is None else str(output_dir / WORST_SHEET),
         "checkpoint": trained.ckpt_path or trained.checkpoints,
         "data_root": str(run.data.root),
     }
-    output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-    with open(output_dir / "per_image.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=PER_IMAGE_FIELDS)
-        writer.writeheader()
-        writer.writerows(sorted(rows, key=lambda row: row["dice"]))
+    write_scores(output_dir / "per_image.csv", sorted(scores.rows, key=lambda row: row["dice"]))
+    written = ["metrics.json", "per_image.csv", *([WORST_SHEET] if sheet else [])]
     print(
-        f"{cfg.split}: {len(rows)} images, Dice {results['dice']:.4f} (mean per image), "
-        f"{results['dice_dataset']:.4f} (dataset), IoU {results['iou']:.4f}, "
-        f"precision {results['precision']:.4f}, recall {results['recall']:.4f}\n"
-        f"written: {output_dir / 'metrics.json'}, {output_dir / 'per_image.csv'}"
+        _summary(cfg, report, threshold)
+        + "\nwritten: "
+        + ", ".join(str(output_dir / name) for name in written)
     )
     return report
 

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from segpets.constants import IGNORE_INDEX
-from segpets.metrics import BinarySegmentationMetrics
+from segpets.metrics import BinarySegmentationMetrics, per_image_scores
+from segpets.schedules import time_fraction
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
 SchedulerFactory = Callable[..., torch.optim.lr_scheduler.LRScheduler]
@@ -45,6 +46,11 @@ class SegmentationModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.channels_last = channels_last
+        self.threshold = threshold
+        self.ignore_index = ignore_index
+        self.test_scores: list[dict[str, Any]] = []
+        """Per-image test scores of the last test run (name, dice, iou, true/pred fraction),
+        gathered from every process: what training writes to test_per_image.csv."""
         # One metric object per stage ("train" cannot be a ModuleDict key: nn.Module.train).
         self.metrics = nn.ModuleDict(
             {
@@ -85,7 +91,12 @@ class SegmentationModule(L.LightningModule):
         return self._shared_step(batch, "val")[1]
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._shared_step(batch, "test")[1]
+        logits = self._shared_step(batch, "test")[1]
+        scores = per_image_scores(logits.detach(), batch["mask"], self.threshold, self.ignore_index)
+        columns = {key: value.tolist() for key, value in scores.items()}
+        for index, name in enumerate(batch["name"]):
+            self.test_scores.append({"name": name, **{k: v[index] for k, v in columns.items()}})
+        return logits
 
     def _log_epoch_metrics(self, stage: str) -> None:
         # The metric reduces its sums across processes itself; Lightning must not again.
@@ -103,15 +114,28 @@ class SegmentationModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._log_epoch_metrics("val")
 
+    def on_test_epoch_start(self) -> None:
+        self.test_scores = []
+
     def on_test_epoch_end(self) -> None:
         self._log_epoch_metrics("test")
+        if self.trainer.world_size > 1:
+            gathered: list[Any] = [None] * self.trainer.world_size
+            torch.distributed.all_gather_object(gathered, self.test_scores)
+            # A distributed sampler pads the last batch with repeats: keep one row per image.
+            rows = {row["name"]: row for part in gathered for row in part}
+            self.test_scores = list(rows.values())
+        self.test_scores.sort(key=lambda row: row["name"])
 
     def configure_optimizers(self) -> dict[str, Any]:
         optimizer = self.optimizer_factory(params=self.parameters())
         if self.scheduler_factory is None:
             return {"optimizer": optimizer}
+        budget = time_fraction(self.trainer)
         scheduler = self.scheduler_factory(
-            optimizer, total_steps=self.trainer.estimated_stepping_batches
+            optimizer,
+            total_steps=self.trainer.estimated_stepping_batches,
+            **({"time_fraction": budget} if budget is not None else {}),
         )
         return {
             "optimizer": optimizer,

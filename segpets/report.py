@@ -1,30 +1,68 @@
-"""`python -m segpets.report DIR`: one table and one figure comparing the runs under DIR.
+"""`python -m segpets.report DIR [baseline=NAME]`: compare the configurations under DIR, seeds pooled.
 
 DIR is a multirun dir or any folder of runs (a run is a folder with `.hydra/` or
-`metrics.json`). Writes `DIR/report.md`, `DIR/report.csv` (one row per run, sorted by
-best val Dice, the best marked) and `DIR/curves.png` (loss and Dice per epoch, one line
-per run). Curves come from the run's CSV log when it has one, else from its TensorBoard
-events. A run without metrics.json is listed as unfinished, never dropped.
+`metrics.json`). Runs that differ only in their seed form one group, named by the
+overrides that set it apart from the other groups. Per group: mean ± std over seeds of
+val and test Dice, a 95% bootstrap interval of test Dice over the test images, training
+time, parameters, GFLOPs and test throughput. Each pair of groups (or each group against
+`baseline=NAME`, also `report.baseline=NAME`, NAME a group's name or part of it) is
+compared image by image: mean Dice difference with its 95% bootstrap interval, Wilcoxon
+signed-rank p, Holm-corrected over the comparisons, and a verdict at alpha 0.05. Groups
+tested on different test sets, or without per-image scores, are listed but not paired,
+and the report says why.
+
+Writes into DIR: report.md, report.html (one self-contained page: tables, figures, each
+group's worst test images), report.csv (one row per run), groups.csv, comparisons.csv,
+curves.png (mean over seeds with a min-max band, per epoch and against training time)
+and pareto.png (test Dice against training time and GFLOPs). A run without metrics.json
+is listed as unfinished, never dropped.
 """
 
 import argparse
+import base64
 import csv
+import html
+import itertools
 import json
 import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
+from segpets import stats
 from segpets.cli import USER_ERROR
+from segpets.errors import SegpetsError
 from segpets.runs import describe
+from segpets.scores import TEST_SCORES, read_scores
 
 CURVES = ("train/loss_epoch", "val/loss", "train/dice", "val/dice")
+TIME = "time/train_seconds"
 COLUMNS = (
-    "run", "status", "model", "loss", "upsample", "augment", "precision", "epochs",
-    "parameters", "best_val_dice", "best_epoch", "test_dice", "test_dice_dataset",
-    "test_iou", "lowest_val_loss_epoch", "train_seconds", "overrides",
+    "run", "group", "seed", "status", "model", "loss", "upsample", "augment", "precision",
+    "epochs", "parameters", "gflops_forward", "best_val_dice", "best_epoch", "test_dice",
+    "test_dice_dataset", "test_iou", "lowest_val_loss_epoch", "train_seconds",
+    "test_images_per_second", "overrides",
 )  # fmt: skip
+GROUP_COLUMNS = (
+    "group", "seeds", "runs", "best_val_dice", "best_val_dice_std", "test_dice", "test_dice_std",
+    "test_dice_ci_low", "test_dice_ci_high", "test_images", "test_dice_dataset",
+    "test_dice_dataset_std", "train_seconds", "parameters", "gflops_forward",
+    "test_images_per_second", "test_root", "overrides",
+)  # fmt: skip
+COMPARISON_COLUMNS = (
+    "a", "b", "images", "mean_difference", "ci_low", "ci_high", "p_value", "p_holm", "verdict",
+)  # fmt: skip
+NO_SCORES = (
+    "no paired test: {} has no test_per_image.csv (trained before segpets wrote per-image scores)"
+)
+WORST_SHOWN = 5
+UNKNOWN = "runs without saved overrides"
+
+
+# --- Reading runs ------------------------------------------------------------------------
 
 
 def find_runs(root: Path) -> list[Path]:
@@ -35,15 +73,16 @@ def find_runs(root: Path) -> list[Path]:
 
 
 def read_curves(run: Path) -> dict[str, list[tuple[int, float]]]:
-    """Per-epoch values of CURVES, from csv/metrics.csv or the TensorBoard events."""
-    curves: dict[str, dict[int, float]] = {name: {} for name in CURVES}
+    """Per-epoch values of CURVES and TIME, from csv/metrics.csv or the TensorBoard events."""
+    names = (*CURVES, TIME)
+    curves: dict[str, dict[int, float]] = {name: {} for name in names}
     csv_file = run / "csv" / "metrics.csv"
     if csv_file.is_file():
         with open(csv_file) as f:
             for row in csv.DictReader(f):
-                for name in CURVES:
+                for name in names:
                     if row.get(name) and row.get("epoch"):
-                        curves[name][int(row["epoch"])] = float(row[name])
+                        curves[name][int(float(row["epoch"]))] = float(row[name])
     elif any(run.glob("tensorboard/events.out.tfevents.*")):
         from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -53,7 +92,7 @@ def read_curves(run: Path) -> dict[str, list[tuple[int, float]]]:
         epoch_at = (
             {e.step: int(e.value) for e in events.Scalars("epoch")} if "epoch" in tags else {}
         )
-        for name in CURVES:
+        for name in names:
             for event in events.Scalars(name) if name in tags else []:
                 if event.step in epoch_at:
                     curves[name][epoch_at[event.step]] = event.value
@@ -61,151 +100,717 @@ def read_curves(run: Path) -> dict[str, list[tuple[int, float]]]:
     # max_epochs: that point is not part of the curve.
     trained = set(curves["train/loss_epoch"]) | set(curves["train/dice"])
     if trained:
-        for name in ("val/loss", "val/dice"):
+        for name in ("val/loss", "val/dice", TIME):
             curves[name] = {e: v for e, v in curves[name].items() if e <= max(trained)}
     return {name: sorted(values.items()) for name, values in curves.items()}
 
 
+def _load(path: Path) -> Any:
+    return OmegaConf.load(path) if path.is_file() else None
+
+
 def read_run(run: Path, root: Path) -> dict[str, Any]:
-    """One report row, from metrics.json if the run finished, else from its saved config."""
+    """One report row, from metrics.json if the run finished, else from its saved config.
+
+    Keys in COLUMNS are what report.csv shows; the others (curves, scores, test_set, ...)
+    feed the groups, the comparisons and the figures.
+    """
     metrics_file = run / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     curves = read_curves(run)
     val_loss = curves["val/loss"]
+    config = _load(run / ".hydra" / "config.yaml")
+    hydra = _load(run / ".hydra" / "hydra.yaml")
+    saved_overrides = _load(run / ".hydra" / "overrides.yaml")
+    if metrics:
+        choices = metrics.get("choices", {})
+        overrides = list(metrics.get("overrides", []))
+    else:
+        choices = dict(hydra.hydra.runtime.choices) if hydra is not None else {}
+        overrides = [str(o) for o in saved_overrides] if saved_overrides is not None else None
+    scores_file = run / TEST_SCORES
+    test = metrics.get("test", {})
     row: dict[str, Any] = {
         "run": str(run.relative_to(root)) if run != root else run.name,
         "status": "finished" if metrics else "unfinished or failed",
+        "seed": metrics.get("seed", _seed_of(overrides or [], config)),
+        **describe(config if config is not None else OmegaConf.create({}), choices),
+        "parameters": metrics.get("parameters"),
+        "gflops_forward": metrics.get("gflops_forward"),
+        "best_val_dice": metrics.get("val", {}).get("val/dice"),
+        "best_epoch": metrics.get("best_epoch"),
+        "test_dice": test.get("test/dice"),
+        "test_dice_dataset": test.get("test/dice_dataset"),
+        "test_iou": test.get("test/iou"),
         "lowest_val_loss_epoch": min(val_loss, key=lambda p: p[1])[0] if val_loss else None,
+        "train_seconds": metrics.get("train_seconds"),
+        "test_images_per_second": metrics.get("test_images_per_second"),
+        "overrides": " ".join(overrides or []),
+        # Not columns:
+        "path": run,
         "curves": curves,
+        "config": config,
+        "choices": choices,
+        "group_key": None  # a run that saved no overrides joins no group of known runs
+        if overrides is None
+        else tuple(sorted(o for o in overrides if not _is_seed(o))),
+        "scores": _dice_per_image(scores_file) if metrics and scores_file.is_file() else None,
+        "test_set": metrics.get("test_data"),
+        "worst_png": run / "worst.png" if (run / "worst.png").is_file() else None,
     }
-    if metrics:
-        config = OmegaConf.create({})
-        hydra_config = run / ".hydra" / "config.yaml"
-        if hydra_config.is_file():
-            config = OmegaConf.load(hydra_config)
-        row.update(describe(config, metrics.get("choices", {})))
-        row.update(
-            parameters=metrics.get("parameters"),
-            best_val_dice=metrics.get("val", {}).get("val/dice"),
-            best_epoch=metrics.get("best_epoch"),
-            test_dice=metrics.get("test", {}).get("test/dice"),
-            test_dice_dataset=metrics.get("test", {}).get("test/dice_dataset"),
-            test_iou=metrics.get("test", {}).get("test/iou"),
-            train_seconds=metrics.get("train_seconds"),
-            overrides=" ".join(metrics.get("overrides", [])),
-        )
-    elif (run / ".hydra" / "config.yaml").is_file():
-        hydra = (
-            OmegaConf.load(run / ".hydra" / "hydra.yaml")
-            if (run / ".hydra" / "hydra.yaml").is_file()
-            else None
-        )
-        choices = dict(hydra.hydra.runtime.choices) if hydra is not None else {}
-        row.update(describe(OmegaConf.load(run / ".hydra" / "config.yaml"), choices))
-        overrides_file = run / ".hydra" / "overrides.yaml"
-        if overrides_file.is_file():
-            row["overrides"] = " ".join(OmegaConf.load(overrides_file))
     return row
 
 
-def _cell(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4f}" if value < 100 else f"{value:.0f}"
-    if isinstance(value, int) and value >= 10_000:
-        return f"{value / 1e6:.2f}M"
-    return str(value)
+def _is_seed(override: str) -> bool:
+    return override.split("=", 1)[0].lstrip("+~") == "seed"
 
 
-def _varying_overrides(rows: list[dict[str, Any]]) -> list[str]:
-    """Each run's overrides minus those every run shares: the legend's labels."""
-    sets = [set(str(row.get("overrides", "")).split()) for row in rows]
-    common = set.intersection(*sets) if sets else set()
-    return [" ".join(sorted(s - common)) or row["run"] for s, row in zip(sets, rows, strict=True)]
+def _seed_of(overrides: Iterable[str], config: DictConfig | None) -> Any:
+    for override in overrides:
+        if _is_seed(override) and "=" in override:
+            return override.split("=", 1)[1]
+    return config.get("seed") if config is not None else None
 
 
-def plot_curves(rows: list[dict[str, Any]], path: Path) -> None:
+def _dice_per_image(path: Path) -> dict[str, float]:
+    return {name: values["dice"] for name, values in read_scores(path).items() if "dice" in values}
+
+
+# --- Groups ------------------------------------------------------------------------------
+
+
+@dataclass
+class Group:
+    """Runs whose command-line overrides are the same once `seed=...` is left out (key None:
+    the runs that saved no overrides, unfinished before Hydra wrote .hydra/overrides.yaml)."""
+
+    key: tuple[str, ...] | None
+    runs: list[dict[str, Any]]
+    name: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> list[dict[str, Any]]:
+        return [run for run in self.runs if run["status"] == "finished"]
+
+    @property
+    def image_dice(self) -> dict[str, float] | None:
+        """Test Dice per image averaged over the seeds that scored it (images every one of
+        them scored), or None where no finished run has per-image scores."""
+        scored = [run["scores"] for run in self.finished if run["scores"] is not None]
+        if not scored:
+            return None
+        names = set.intersection(*(set(scores) for scores in scored))
+        return {n: sum(s[n] for s in scored) / len(scored) for n in sorted(names)}
+
+    @property
+    def test_set(self) -> dict[str, Any] | None:
+        return next((r["test_set"] for r in self.finished if r["test_set"]), None)
+
+
+def group_runs(rows: Sequence[dict[str, Any]]) -> list[Group]:
+    """Runs grouped by their overrides minus the seed, named, summarised and sorted by mean
+    best val Dice (the best first; test scores never choose the order)."""
+    by_key: dict[tuple[str, ...] | None, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_key.setdefault(row["group_key"], []).append(row)
+    groups = [Group(key, runs) for key, runs in by_key.items()]
+    _name(groups)
+    for group in groups:
+        group.summary = summarize(group)
+        for run in group.runs:
+            run["group"] = group.name
+        group.runs.sort(key=lambda run: _descending(run.get("best_val_dice")))
+    groups.sort(key=lambda group: _descending(group.summary["best_val_dice"].mean))
+    return groups
+
+
+def _descending(value: float | None) -> float:
+    return -value if value is not None else float("inf")
+
+
+def _split(override: str) -> tuple[str, str]:
+    key, _, value = override.partition("=")
+    return key.lstrip("+"), value
+
+
+def _name(groups: list[Group]) -> None:
+    """Name each group by the overrides in which the groups differ, e.g. `loss=dice
+    model=unet`; where a group leaves such an option to the defaults, its value is looked
+    up in its first run's choices or config, and left out where no run records it (runs
+    made outside segpets' configs, such as scripts/plain_loop.py). One group is named after
+    its model."""
+    known = [group for group in groups if group.key is not None]
+    settings = [dict(_split(o) for o in group.key or ()) for group in known]
+    keys = sorted({key for s in settings for key in s})
+    varying = [k for k in keys if len({s.get(k) for s in settings}) > 1] or ["model"]
+    seen: dict[str, int] = {}
+    for group in groups:
+        if group.key is None:
+            group.name = UNKNOWN
+    for group, setting in zip(known, settings, strict=True):
+        values = {k: setting[k] if k in setting else _default(group, k) for k in varying}
+        name = " ".join(f"{k}={v}" for k, v in values.items() if v is not None) or "defaults"
+        seen[name] = seen.get(name, 0) + 1
+        group.name = name if seen[name] == 1 else f"{name} #{seen[name]}"
+
+
+def _default(group: Group, key: str) -> str | None:
+    """The value a run of `group` had for `key` without overriding it; None if unknown."""
+    if key == "data.root" and group.test_set:
+        return str(group.test_set.get("root"))
+    for run in group.runs:
+        if key in run["choices"]:
+            return str(run["choices"][key])
+        if run["config"] is not None:
+            value = OmegaConf.select(
+                run["config"], key, default=None, throw_on_resolution_failure=False
+            )
+            if value is not None and not isinstance(value, DictConfig):
+                return str(value)
+    return None
+
+
+def summarize(group: Group) -> dict[str, Any]:
+    """A group's figures over its finished seeds (stats.Summary for those with a spread)."""
+    finished = group.finished
+    dice = group.image_dice
+    first = next(iter(finished), {})
+    return {
+        "best_val_dice": stats.mean_std([r["best_val_dice"] for r in finished]),
+        "test_dice": stats.mean_std([r["test_dice"] for r in finished]),
+        "test_dice_dataset": stats.mean_std([r["test_dice_dataset"] for r in finished]),
+        "train_seconds": stats.mean_std([r["train_seconds"] for r in finished]),
+        "test_images_per_second": stats.mean_std([r["test_images_per_second"] for r in finished]),
+        "test_dice_ci": stats.mean_ci(list(dice.values())) if dice else None,
+        "test_images": len(dice) if dice else None,
+        "parameters": first.get("parameters"),
+        "gflops_forward": first.get("gflops_forward"),
+    }
+
+
+def group_row(group: Group) -> dict[str, Any]:
+    """A row of groups.csv."""
+    s = group.summary
+    ci = s["test_dice_ci"] or (None, None)
+    return {
+        "group": group.name,
+        "seeds": len(group.finished),
+        "runs": len(group.runs),
+        "best_val_dice": s["best_val_dice"].mean,
+        "best_val_dice_std": s["best_val_dice"].std,
+        "test_dice": s["test_dice"].mean,
+        "test_dice_std": s["test_dice"].std,
+        "test_dice_ci_low": ci[0],
+        "test_dice_ci_high": ci[1],
+        "test_images": s["test_images"],
+        "test_dice_dataset": s["test_dice_dataset"].mean,
+        "test_dice_dataset_std": s["test_dice_dataset"].std,
+        "train_seconds": s["train_seconds"].mean,
+        "parameters": s["parameters"],
+        "gflops_forward": s["gflops_forward"],
+        "test_images_per_second": s["test_images_per_second"].mean,
+        "test_root": (group.test_set or {}).get("root"),
+        "overrides": " ".join(group.key or ()),
+    }
+
+
+# --- Comparisons -------------------------------------------------------------------------
+
+
+def find_baseline(groups: Sequence[Group], name: str) -> Group:
+    """The group called `name`, else the one group whose name contains it (any case)."""
+    exact = [g for g in groups if g.name == name]
+    matches = exact or [g for g in groups if name.lower() in g.name.lower()]
+    if len(matches) == 1:
+        return matches[0]
+    names = ", ".join(repr(g.name) for g in (matches or groups))
+    if matches:
+        raise SegpetsError(f"baseline={name} matches several groups: {names}; give more of one")
+    raise SegpetsError(f"baseline={name} matches no group; the groups are {names}")
+
+
+def _pairs(groups: Sequence[Group], baseline: Group | None) -> list[tuple[Group, Group]]:
+    """Baseline against each other group, or every pair; groups with no finished run sit out."""
+    finished = [group for group in groups if group.finished]
+    if baseline is not None:
+        return [(g, baseline) for g in finished if g is not baseline]
+    return list(itertools.combinations(finished, 2))
+
+
+def _where(test_set: dict[str, Any]) -> str:
+    """A test set in words: its root first, then split, dataset and boundary handling."""
+    return (
+        f"{test_set.get('root')} ({test_set.get('split')} split, {test_set.get('dataset')}, "
+        f"boundary {test_set.get('boundary')})"
+    )
+
+
+def _not_pairable(a: Group, b: Group) -> str | None:
+    """Why a and b cannot be compared image by image, or None."""
+    for group in (a, b):
+        if not group.finished:
+            return f"no paired test: {group.name} has no finished run"
+        if group.image_dice is None:
+            return NO_SCORES.format(group.name)
+    set_a, set_b = a.test_set, b.test_set
+    fields = ("dataset", "root", "split", "boundary")
+    if set_a and set_b and any(set_a.get(k) != set_b.get(k) for k in fields):
+        return (
+            f"not paired: different test sets: {a.name} was tested on {_where(set_a)}, "
+            f"{b.name} on {_where(set_b)}"
+        )
+    if not set(a.image_dice or {}) & set(b.image_dice or {}):
+        return f"no paired test: {a.name} and {b.name} have no test image in common"
+    return None
+
+
+def compare(groups: Sequence[Group], baseline: Group | None = None) -> list[dict[str, Any]]:
+    """One row per pair (a, b): a - b in per-image test Dice, seeds averaged per image,
+    over the images both scored; the p-values Holm-adjusted over the rows that have one."""
+    rows = []
+    for a, b in _pairs(groups, baseline):
+        row: dict[str, Any] = {"a": a.name, "b": b.name}
+        reason = _not_pairable(a, b)
+        if reason is not None:
+            rows.append({**row, "verdict": reason})
+            continue
+        dice_a, dice_b = a.image_dice or {}, b.image_dice or {}
+        names = sorted(set(dice_a) & set(dice_b))
+        result = stats.paired([dice_a[n] for n in names], [dice_b[n] for n in names])
+        ci = result.ci or (None, None)
+        rows.append(
+            {
+                **row,
+                "images": result.n,
+                "mean_difference": result.mean_difference,
+                "ci_low": ci[0],
+                "ci_high": ci[1],
+                "p_value": result.p_value,
+            }
+        )
+    tested = [row for row in rows if "p_value" in row]
+    for row, adjusted in zip(tested, stats.holm([r["p_value"] for r in tested]), strict=True):
+        row["p_holm"] = adjusted
+        row["verdict"] = stats.verdict(row["a"], row["b"], row["mean_difference"], adjusted)
+    return rows
+
+
+def method_note(comparisons: Sequence[dict[str, Any]], groups: Sequence[Group]) -> str:
+    """What the comparisons did, in one paragraph (the report's "Holm note")."""
+    if sum(bool(group.finished) for group in groups) < 2:
+        return f"one group{'' if len(groups) == 1 else ' with finished runs'}: nothing to compare."
+    tested = sum("p_value" in row for row in comparisons)
+    if not tested:
+        return "No pair of groups could be tested image by image (reasons in the table)."
+    return (
+        "Paired by test image: each group's per-image test Dice averaged over its seeds, "
+        f"difference a - b with a {stats.CI_METHOD} interval over the images; "
+        f"p from the {stats.TEST_NAME} test; Holm correction applied over {tested} "
+        f"comparison{'s' if tested != 1 else ''} (family-wise alpha {stats.ALPHA}); "
+        f'"{stats.NO_DIFFERENCE}" where the Holm-adjusted p >= {stats.ALPHA}.'
+    )
+
+
+# --- Figures -----------------------------------------------------------------------------
+
+
+def _pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(2, 2, figsize=(12, 8), sharex=True)
-    for row, label in zip(rows, _varying_overrides(rows), strict=True):
-        for ax, name in zip(axes.flat, CURVES, strict=True):
-            points = row["curves"][name]
-            if points:
-                ax.plot(*zip(*points, strict=True), marker=".", label=label)
-        if row["lowest_val_loss_epoch"] is not None:
-            axes[0, 1].axvline(row["lowest_val_loss_epoch"], ls=":", lw=0.8, color="grey")
-    for ax, name in zip(axes.flat, CURVES, strict=True):
-        ax.set_title(name.replace("_epoch", ""))
+    return plt
+
+
+def _band(runs: Sequence[dict[str, Any]], name: str) -> tuple[list[int], list[list[float]]]:
+    """Epochs logged by any run and, per epoch, the values the runs logged."""
+    per_epoch: dict[int, list[float]] = {}
+    for run in runs:
+        for epoch, value in run["curves"][name]:
+            per_epoch.setdefault(epoch, []).append(value)
+    epochs = sorted(per_epoch)
+    return epochs, [per_epoch[e] for e in epochs]
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
+
+
+def _draw_curves(group: Group, color: str, panels: dict[str, Any], timed: Any) -> None:
+    """One group's mean curves and min-max bands on the epoch panels and the time panel."""
+    runs = [run for run in group.runs if any(run["curves"][name] for name in CURVES)]
+    for name, ax in panels.items():
+        epochs, values = _band(runs, name)
+        if not epochs:
+            continue
+        ax.plot(epochs, [_mean(v) for v in values], marker=".", color=color, label=group.name)
+        ax.fill_between(
+            epochs, [min(v) for v in values], [max(v) for v in values], color=color, alpha=0.2
+        )
+        if name == "val/loss":
+            lowest = epochs[min(range(len(values)), key=lambda i: _mean(values[i]))]
+            ax.axvline(lowest, ls=":", lw=0.8, color=color)
+    times = {e: _mean(v) for e, v in zip(*_band(runs, TIME), strict=True)}
+    epochs, dice = _band(runs, "val/dice")
+    points = [(times[e], d) for e, d in zip(epochs, dice, strict=True) if e in times]
+    if points:
+        x = [t for t, _ in points]
+        timed.plot(x, [_mean(d) for _, d in points], marker=".", color=color)
+        timed.fill_between(
+            x, [min(d) for _, d in points], [max(d) for _, d in points], color=color, alpha=0.2
+        )
+
+
+def plot_curves(groups: Sequence[Group], path: Path) -> None:
+    """Per group the mean over seeds per epoch with a min-max band, for CURVES, plus val
+    Dice against training time (x: the seeds' mean time at each epoch)."""
+    plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    figure, axes = plt.subplots(2, 3, figsize=(16, 8))
+    panels = dict(zip(CURVES, (axes[0, 0], axes[0, 1], axes[1, 0], axes[1, 1]), strict=True))
+    timed, legend = axes[0, 2], axes[1, 2]
+    for index, group in enumerate(groups):
+        _draw_curves(group, f"C{index % 10}", panels, timed)
+    for name, ax in panels.items():
+        ax.set_title(name.replace("_epoch", "") + " (mean over seeds, band: min-max)")
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-    axes[0, 0].legend(fontsize=8)
-    figure.suptitle("dotted: epoch of lowest val loss (where overfitting starts)")
+    timed.set_title("val/dice against training time")
+    timed.set_xlabel("training seconds (mean over seeds)")
+    timed.grid(alpha=0.3)
+    legend.axis("off")
+    labelled = {}
+    for ax in panels.values():
+        labelled.update(zip(*reversed(ax.get_legend_handles_labels()), strict=True))
+    if labelled:
+        legend.legend(
+            list(labelled.values()), list(labelled), loc="center", fontsize=8, title="group"
+        )
+    figure.suptitle("dotted: epoch of the lowest mean val loss (where overfitting starts)")
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    figure.savefig(path, dpi=90)
     plt.close(figure)
 
 
-def write_report(root: str | Path) -> dict[str, Path]:
-    """Write report.md, report.csv and curves.png into root; return their paths."""
-    root = Path(root)
-    runs = [run for run in find_runs(root) if run != root or (root / "metrics.json").exists()]
-    if not runs:
-        raise SystemExit(
-            f"segpets.report: no runs under {root} (a run has .hydra/ or metrics.json)"
-        )
-    rows = [read_run(run, root) for run in runs]
-    rows.sort(
-        key=lambda row: -1.0 if row.get("best_val_dice") is None else row["best_val_dice"],
-        reverse=True,
-    )
-    best = rows[0] if rows[0].get("best_val_dice") is not None else None
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Indices of the (cost, score) points no other point beats: none costs at most as
+    much and scores at least as high, one of them strictly. Ordered by cost."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], float("-inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
 
-    paths = {"csv": root / "report.csv", "md": root / "report.md", "png": root / "curves.png"}
-    with open(paths["csv"], "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+
+def plot_pareto(groups: Sequence[Group], path: Path) -> None:
+    """Test Dice (mean, error bar: std over seeds) against training time and against
+    forward GFLOPs, a point per group, the Pareto front drawn as a line."""
+    plt = _pyplot()
+    figure, axes = plt.subplots(1, 2, figsize=(13, 5))
+    for ax, cost, label in (
+        (axes[0], "train_seconds", "training seconds (mean over seeds)"),
+        (axes[1], "gflops_forward", "forward GFLOPs per image"),
+    ):
+        shown = []
+        for index, group in enumerate(groups):
+            dice, spent = group.summary["test_dice"], group.summary[cost]
+            x = spent.mean if isinstance(spent, stats.Summary) else spent
+            if dice.mean is None or x is None:
+                continue
+            xerr = spent.std if isinstance(spent, stats.Summary) else None
+            ax.errorbar(
+                x, dice.mean, yerr=dice.std, xerr=xerr, fmt="o", color=f"C{index % 10}", capsize=3
+            )
+            ax.annotate(
+                group.name, (x, dice.mean), fontsize=7, xytext=(4, 4), textcoords="offset points"
+            )
+            shown.append((x, dice.mean))
+        front = [shown[i] for i in pareto_front(shown)]
+        if front:
+            ax.step(*zip(*front, strict=True), where="post", color="black", lw=1, ls="--",
+                    label="Pareto front")  # fmt: skip
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no run recorded this", ha="center", transform=ax.transAxes)
+        ax.set_xlabel(label)
+        ax.set_ylabel("test Dice (mean per image)")
+        ax.grid(alpha=0.3)
+    figure.suptitle("test Dice against cost, a point per group (error bars: std over seeds)")
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+# --- Writing -----------------------------------------------------------------------------
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, stats.Summary):
+        return str(value)
+    if isinstance(value, float):
+        if value != 0 and abs(value) < 1e-3:
+            return f"{value:.1e}"
+        return f"{value:.4f}" if abs(value) < 100 else f"{value:.0f}"
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 10_000:
+        return f"{value / 1e6:.2f}M"
+    return str(value)
+
+
+def _formatted(value: float | None, spec: str) -> str:
+    return "" if value is None else format(value, spec)
+
+
+def _ci(interval: tuple[float, float] | None) -> str:
+    return f"[{interval[0]:.4f}, {interval[1]:.4f}]" if interval else ""
+
+
+def group_table(groups: Sequence[Group]) -> tuple[list[str], list[list[str]]]:
+    """Header and cells of the groups table in report.md and report.html."""
+    header = [
+        "group", "seeds", "best val Dice", "test Dice (per image)", "test Dice 95% CI (images)",
+        "test Dice (dataset)", "train s", "parameters", "GFLOPs", "test img/s",
+    ]  # fmt: skip
+    cells = []
+    for group in groups:
+        s = group.summary
+        seeds = f"{len(group.finished)}" + (
+            f" of {len(group.runs)}" if len(group.runs) != len(group.finished) else ""
+        )
+        cells.append(
+            [
+                group.name, seeds, _cell(s["best_val_dice"]), _cell(s["test_dice"]),
+                _ci(s["test_dice_ci"]), _cell(s["test_dice_dataset"]),
+                _formatted(s["train_seconds"].mean, ".1f"), _cell(s["parameters"]),
+                _formatted(s["gflops_forward"], ".3g"),
+                _formatted(s["test_images_per_second"].mean, ".1f"),
+            ]
+        )  # fmt: skip
+    return header, cells
+
+
+def comparison_table(comparisons: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
+    header = ["a", "b", "images", "mean Dice a - b", "95% CI", "Wilcoxon p", "Holm p", "verdict"]
+    cells = [
+        [
+            row["a"], row["b"], _cell(row.get("images")), _cell(row.get("mean_difference")),
+            _ci((row["ci_low"], row["ci_high"]) if row.get("ci_low") is not None else None),
+            _cell(row.get("p_value")), _cell(row.get("p_holm")), row["verdict"],
+        ]
+        for row in comparisons
+    ]  # fmt: skip
+    return header, cells
+
+
+RUN_TABLE = ("run", "group", "seed", "status", "best_val_dice", "test_dice", "best_epoch",
+             "lowest_val_loss_epoch", "train_seconds")  # fmt: skip
+
+
+def run_table(groups: Sequence[Group]) -> tuple[list[str], list[list[str]]]:
+    return list(RUN_TABLE), [
+        [_cell(run.get(c)) for c in RUN_TABLE] for g in groups for run in g.runs
+    ]
+
+
+def _markdown(
+    header: Sequence[str], cells: Sequence[Sequence[str]], best: int | None = None
+) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for index, row in enumerate(cells):
+        row = list(row)
+        if index == best:
+            row[0] = f"**{row[0]}**"
+        lines.append("| " + " | ".join(c.replace("|", "\\|") for c in row) + " |")
+    return lines
+
+
+def _best(groups: Sequence[Group]) -> int | None:
+    return 0 if groups and groups[0].summary["best_val_dice"].mean is not None else None
+
+
+def write_markdown(
+    root: Path, groups: Sequence[Group], comparisons: Sequence[dict[str, Any]], path: Path
+) -> None:
+    runs = sum(len(g.runs) for g in groups)
     lines = [
         f"# segpets report: {root}",
         "",
-        f"{len(rows)} runs, sorted by best val Dice (mean per image); ** marks the best.",
+        f"{runs} runs in {len(groups)} groups (runs that differ only in their seed), sorted "
+        "by mean best val Dice; ** marks the best. Mean ± std over the finished seeds.",
         "",
-        "| " + " | ".join(COLUMNS) + " |",
-        "|" + "---|" * len(COLUMNS),
+        *_markdown(*group_table(groups), best=_best(groups)),
+        "",
+        "## Comparisons",
+        "",
+        method_note(comparisons, groups),
+        "",
     ]
-    for row in rows:
-        cells = [_cell(row.get(column)) for column in COLUMNS]
-        if row is best:
-            cells[0] = f"**{cells[0]}**"
-        lines.append("| " + " | ".join(cells) + " |")
-    paths["md"].write_text("\n".join(lines) + "\n")
-    plot_curves(rows, paths["png"])
+    if comparisons:
+        lines += [*_markdown(*comparison_table(comparisons)), ""]
+    lines += ["## Runs", "", *_markdown(*run_table(groups)), ""]
+    path.write_text("\n".join(lines))
+
+
+def _html_table(
+    header: Sequence[str], cells: Sequence[Sequence[str]], best: int | None = None
+) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td><b>{html.escape(c)}</b></td>"
+            if i == best and j == 0
+            else f"<td>{html.escape(c)}</td>"
+            for j, c in enumerate(row)
+        )
+        + "</tr>"
+        for i, row in enumerate(cells)
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _image(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f'<img src="data:image/png;base64,{data}" alt="{html.escape(alt)}">'
+
+
+def _worst(group: Group) -> str:
+    """The group's worst test images: its first run's worst.png, else a table of the
+    WORST_SHOWN lowest seed-averaged per-image Dice."""
+    picture = next((run["worst_png"] for run in group.runs if run["worst_png"]), None)
+    if picture is not None:
+        return _image(picture, f"worst test images of {group.name}")
+    dice = group.image_dice
+    if not dice:
+        return "<p>no per-image test scores</p>"
+    worst = sorted(dice.items(), key=lambda item: item[1])[:WORST_SHOWN]
+    return _html_table(
+        ["image", "test Dice (mean over seeds)"], [[n, f"{d:.4f}"] for n, d in worst]
+    )
+
+
+STYLE = """body{font-family:sans-serif;margin:2em;max-width:1400px}
+table{border-collapse:collapse;margin:1em 0;font-size:90%}
+th,td{border:1px solid #ccc;padding:3px 8px;text-align:left}th{background:#f3f3f3}
+img{max-width:100%}"""
+
+
+def write_html(root: Path, groups: Sequence[Group], comparisons: Sequence[dict[str, Any]],
+               figures: dict[str, Path], path: Path) -> None:  # fmt: skip
+    """One self-contained page: tables, verdicts, figures and worst images inline."""
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>segpets report: {html.escape(str(root))}</title>",
+        f"<style>{STYLE}</style></head><body>",
+        f"<h1>segpets report: {html.escape(str(root))}</h1>",
+        "<h2>Groups</h2>",
+        "<p>Runs that differ only in their seed form a group; mean ± std over its finished "
+        "seeds, sorted by mean best val Dice (the best in bold).</p>",
+        _html_table(*group_table(groups), best=_best(groups)),
+        "<h2>Comparisons</h2>",
+        f"<p>{html.escape(method_note(comparisons, groups))}</p>",
+    ]
+    if comparisons:
+        parts.append(_html_table(*comparison_table(comparisons)))
+    parts += [
+        "<h2>Curves</h2>",
+        _image(figures["curves"], "curves"),
+        "<h2>Test Dice against cost</h2>",
+        _image(figures["pareto"], "pareto"),
+        "<h2>Worst test images</h2>",
+    ]
+    for group in groups:
+        parts += [f"<h3>{html.escape(group.name)}</h3>", _worst(group)]
+    parts += ["<h2>Runs</h2>", _html_table(*run_table(groups)), "</body></html>"]
+    path.write_text("\n".join(parts) + "\n")
+
+
+def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_report(root: str | Path, baseline: str | None = None) -> dict[str, Path]:
+    """Write the report's files into root (see the module's docstring); return their paths
+    by kind: md, html, csv, groups, comparisons, curves, pareto.
+
+    Raises SegpetsError for a folder without runs or a baseline that names no group.
+    """
+    root = Path(root)
+    runs = [run for run in find_runs(root) if run != root or (root / "metrics.json").exists()]
+    if not runs:
+        raise SegpetsError(f"no runs under {root} (a run is a folder with .hydra/ or metrics.json)")
+    groups = group_runs([read_run(run, root) for run in runs])
+    chosen = find_baseline(groups, baseline) if baseline is not None else None
+    comparisons = compare(groups, chosen)
+
+    names = ("md", "html", "csv", "groups", "comparisons", "curves", "pareto")
+    files = ("report.md", "report.html", "report.csv", "groups.csv", "comparisons.csv",
+             "curves.png", "pareto.png")  # fmt: skip
+    paths = {name: root / file for name, file in zip(names, files, strict=True)}
+    _write_csv(paths["csv"], COLUMNS, (run for group in groups for run in group.runs))
+    _write_csv(paths["groups"], GROUP_COLUMNS, (group_row(group) for group in groups))
+    _write_csv(paths["comparisons"], COMPARISON_COLUMNS, comparisons)
+    plot_curves(groups, paths["curves"])
+    plot_pareto(groups, paths["pareto"])
+    write_markdown(root, groups, comparisons, paths["md"])
+    write_html(root, groups, comparisons, paths, paths["html"])
     return paths
+
+
+def _baseline_option(options: Sequence[str]) -> str | None:
+    """NAME from `baseline=NAME` or `report.baseline=NAME`; SegpetsError for anything else."""
+    baseline = None
+    for option in options:
+        key, equals, value = option.partition("=")
+        if key not in ("baseline", "report.baseline") or not equals or not value:
+            raise SegpetsError(
+                f"{option}: unknown option; the report takes DIR and optionally baseline=NAME "
+                "(NAME: a group's name or part of it)"
+            )
+        baseline = value
+    return baseline
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m segpets.report", description=__doc__.split("\n")[0]
+        prog="python -m segpets.report",
+        description=__doc__.split("\n")[0],
+        epilog="\n".join(__doc__.split("\n")[2:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("dir", help="a multirun dir or any folder of runs")
+    parser.add_argument(
+        "options",
+        nargs="*",
+        metavar="baseline=NAME",
+        help="compare each group with this group only (also report.baseline=NAME)",
+    )
     args = parser.parse_args(argv)
     folder = Path(args.dir)
-    if not folder.is_dir():
-        what = " is a file, not a folder" if folder.exists() else ": no such folder"
-        print(
-            f"segpets: error: {folder}{what}. Give the folder of a multirun "
-            "(logs/train/multiruns/<date>/<time>) or any folder that holds runs",
-            file=sys.stderr,
-        )
-        raise SystemExit(USER_ERROR)
-    paths = write_report(args.dir)
-    print(Path(paths["md"]).read_text())
-    print(f"written: {paths['md']}, {paths['csv']}, {paths['png']}")
+    try:
+        if not folder.is_dir():
+            what = " is a file, not a folder" if folder.exists() else ": no such folder"
+            raise SegpetsError(
+                f"{folder}{what}. Give the folder of a multirun "
+                "(logs/train/multiruns/<date>/<time>) or any folder that holds runs"
+            )
+        paths = write_report(folder, _baseline_option(args.options))
+    except SegpetsError as error:
+        print(f"segpets: error: {error}", file=sys.stderr)
+        raise SystemExit(USER_ERROR) from None
+    print(paths["md"].read_text())
+    print("written: " + ", ".join(str(path) for path in paths.values()))
 
 
 if __name__ == "__main__":

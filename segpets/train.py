@@ -8,6 +8,7 @@ works as the app and as the function, also after `import segpets.train`.
 """
 
 import json
+import os
 import sys
 import time
 import types
@@ -23,6 +24,7 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
+from segpets.analysis import write_worst_sheet
 from segpets.builders import (
     build_datamodule,
     build_module,
@@ -31,14 +33,16 @@ from segpets.builders import (
     resolve_trainer_config,
 )
 from segpets.callbacks import encoder_callbacks
-from segpets.checkpointing import resume_checkpoint
+from segpets.checkpointing import resume_checkpoint, write_atomically
 from segpets.cli import CONFIG_PATH, exit_on_user_error, run, to_container
 from segpets.composing import run_task
+from segpets.cost import forward_gflops
 from segpets.loggers import close_loggers, log_results
 from segpets.module import MONITOR
 from segpets.precision import machine
 from segpets.runs import hparam_metrics, hparams_of, hydra_choices, hydra_overrides
 from segpets.runtime import configure_runtime
+from segpets.scores import TEST_SCORES, write_scores
 
 INTERRUPTED = 130
 """Exit status of a run stopped by Ctrl-C or SIGTERM after saving last.ckpt."""
@@ -102,6 +106,7 @@ def _fit_and_test(
         "choices": hydra_choices(),
         "overrides": hydra_overrides(),
         "parameters": sum(p.numel() for p in module.model.parameters()),
+        "gflops_forward": _gflops(module, cfg),
         "train_seconds": round(time.perf_counter() - started, 2),
         "output_dir": str(output_dir),
         "best_checkpoint": best,
@@ -114,16 +119,67 @@ def _fit_and_test(
         trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
     )
     if cfg.get("test"):
+        tested = time.perf_counter()
         metrics["test"] = _stage_metrics(
             trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
         )
+        seconds = time.perf_counter() - tested
+        metrics["test_images_per_second"] = round(len(module.test_scores) / seconds, 2)
+        metrics["test_data"] = _test_data(cfg, len(module.test_scores))
     log_results(
         trainer.loggers, hparams_of(metrics, cfg), hparam_metrics(metrics), trainer.global_step
     )
     if trainer.is_global_zero:
-        (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        if cfg.get("test"):
+            write_scores(output_dir / TEST_SCORES, module.test_scores)
+            _write_worst(cfg, module, datamodule, output_dir)
+        write_atomically(
+            output_dir / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode()
+        )
         _print_summary(metrics, output_dir)
     return metrics
+
+
+def _write_worst(
+    cfg: DictConfig, module: L.LightningModule, datamodule: L.LightningDataModule, output_dir: Path
+) -> None:
+    """worst.png: the `worst_images` test images that the tested weights scored lowest."""
+    k = cfg.get("worst_images", 0)
+    if not k or not hasattr(datamodule, "dataset"):
+        return
+    module.eval()
+    write_worst_sheet(
+        datamodule.dataset("test"),
+        lambda images: torch.sigmoid(module(images.to(module.device)).float()),
+        {row["name"]: row["dice"] for row in module.test_scores},
+        output_dir / "worst.png",
+        k,
+        module.threshold,
+        datamodule.mean,
+        datamodule.std,
+    )
+
+
+def _gflops(module: L.LightningModule, cfg: DictConfig) -> float | None:
+    """Forward GFLOPs per image at the run's image size, or None where it cannot be counted."""
+    size = cfg.data.get("image_size")
+    if not isinstance(size, int):
+        return None
+    try:
+        return round(forward_gflops(module.model, size), 3)
+    except RuntimeError:
+        return None
+
+
+def _test_data(cfg: DictConfig, images: int) -> dict[str, Any]:
+    """What the test scores were measured on: runs pair by image only on the same test set."""
+    return {
+        "dataset": str(cfg.data.get("_target_")),
+        "root": os.path.abspath(str(cfg.data.get("root"))),
+        "split": "test",
+        "boundary": str(cfg.data.get("boundary")),
+        "images": images,
+    }
 
 
 def _epoch_of(checkpoint_path: str | None) -> int | None:

@@ -24,7 +24,6 @@ from segpets.bench.suite import SECTIONS, bench, bench_device, check_options
 from segpets.bench.table import machine_line, print_table
 from segpets.bench.timing import (
     HOST_SYNC_METHODS,
-    count_flops,
     count_host_syncs,
     peak_rss_mb,
     summarize,
@@ -32,6 +31,7 @@ from segpets.bench.timing import (
     time_steps,
 )
 from segpets.bench.workload import Workload, checked_autocast_dtype
+from segpets.cost import count_flops
 
 __all__ = [
     "HOST_SYNC_METHODS",

@@ -12,7 +12,6 @@ from time import perf_counter
 from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
 # Python-level Tensor methods that make the host wait for the device's result.
 HOST_SYNC_METHODS = (
@@ -78,14 +77,6 @@ def summarize(
         "fraction_of_peak": gflops / peak if gflops and peak else None,
         "peak_rss_mb": peak_rss_mb(),
     }
-
-
-def count_flops(run: Callable[[], object]) -> int:
-    """FLOPs of the ops `run` dispatches (convolutions and matmuls, forward and backward;
-    a multiply-add counts as 2)."""
-    with FlopCounterMode(display=False) as counter:
-        run()
-    return counter.get_total_flops()
 
 
 def peak_rss_mb() -> float:

@@ -25,7 +25,6 @@ from torch.utils.data import DataLoader, Dataset
 from segpets.bench.data import dataset_status
 from segpets.bench.timing import (
     collect,
-    count_flops,
     count_host_syncs,
     summarize,
     synchronize,
@@ -33,6 +32,7 @@ from segpets.bench.timing import (
     time_steps,
 )
 from segpets.builders import build_datamodule, build_module, resolve_trainer_config
+from segpets.cost import count_flops
 from segpets.errors import ConfigError, DataError
 from segpets.inference import autocast_dtype
 from segpets.runs import hydra_choices

@@ -45,15 +45,16 @@ BOUNDARIES = tuple(BOUNDARY_LUTS)
 UNREADABLE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
-def parse_list_file(path: str | Path) -> list[str]:
-    """Sample names of an official list file, in file order; `#` and blank lines skipped."""
+def parse_list_rows(path: str | Path) -> list[list[str]]:
+    """The 4 fields of each line of an official list file, in file order; `#` and blank
+    lines skipped."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         raise DataError(
             f'{path} is not a text list file ({error}); expected lines "{LIST_FORMAT}"'
         ) from None
-    names = []
+    rows = []
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
@@ -63,8 +64,13 @@ def parse_list_file(path: str | Path) -> list[str]:
                 f'{path} line {number}: expected 4 fields "{LIST_FORMAT}", '
                 f"got {len(fields)}: {line!r}"
             )
-        names.append(fields[0])
-    return names
+        rows.append(fields)
+    return rows
+
+
+def parse_list_file(path: str | Path) -> list[str]:
+    """Sample names of an official list file, in file order; `#` and blank lines skipped."""
+    return [fields[0] for fields in parse_list_rows(path)]
 
 
 def split_names(root: str | Path, split: str, val_every: int = 10) -> list[str]:

@@ -111,6 +111,22 @@ def test_sweep_launchers_compose(launcher):
         assert cfg.hydra.launcher.partition and cfg.hydra.launcher.timeout_min > 0
 
 
+@pytest.mark.parametrize("grid", ["seed000_grid", "seed001_grid"])
+def test_the_lab_grids_run_three_seeds_per_configuration(grid):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={grid}"], return_hydra_config=True)
+    params = cfg.hydra.sweeper.params
+    parsed = OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()])
+    sizes = {o.key_or_group: len(list(o.sweep_iterator())) for o in parsed}
+    assert sizes == {"model": 2, next(k for k in sizes if k not in ("model", "seed")): 2, "seed": 3}
+    assert [str(v) for v in next(o for o in parsed if o.key_or_group == "seed").sweep_iterator()] == [
+        "1", "2", "3",
+    ]  # fmt: skip
+
+
 # The Trainer arguments people set from the command line, as Lightning's docs write them.
 LIGHTNING_OPTIONS = (
     "fast_dev_run",

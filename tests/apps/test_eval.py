@@ -7,9 +7,11 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
-from segpets.errors import SegpetsError
+from segpets.errors import ConfigError, SegpetsError
 from segpets.eval import evaluate
+from segpets.visual import SHEET_PADDING
 from tests.helpers import REPO_ROOT, compose_train
 
 
@@ -35,16 +37,76 @@ def test_per_image_csv_lists_every_image_worst_first(tiny_run, tmp_path):
     report = evaluate(cfg, overrides)
     with open(tmp_path / "run" / "per_image.csv") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["name", "dice", "iou", "true_fraction", "pred_fraction"]
+    assert list(rows[0])[:5] == ["name", "dice", "iou", "true_fraction", "pred_fraction"]
+    assert set(rows[0]) >= {"species", "breed", "boundary_dice", "interior_dice"}
     assert len(rows) == report["images"] == 3  # every 10th of 30 trainval lines
     dice = [float(row["dice"]) for row in rows]
     assert dice == sorted(dice)
     assert sum(dice) / len(dice) == pytest.approx(report["dice"], abs=1e-6)
 
 
+def test_eval_reports_errors_by_kind_calibration_and_the_best_threshold(tiny_run, tmp_path):
+    cfg, overrides = eval_config(tmp_path, tiny_run / "checkpoints" / "best.ckpt", "worst=4")
+    report = evaluate(cfg, overrides)
+    run = tmp_path / "run"
+    assert json.loads((run / "metrics.json").read_text()) == report
+    assert 0.0 <= report["ece"] <= 1.0
+    assert 0.0 <= report["boundary_dice"] <= 1.0 and 0.0 <= report["interior_dice"] <= 1.0
+    # The sweep scores as the metric does: at the checkpoint's threshold, the same Dice.
+    assert report["dice_by_threshold"]["0.50"] == pytest.approx(report["dice"], abs=1e-6)
+    assert report["best_threshold_dice"] == max(report["dice_by_threshold"].values())
+    assert report["best_threshold_dice"] >= report["dice"] - 1e-6
+    # Synthetic lists: Stripy cats and spotty dogs, five of each in the test split.
+    assert report["by_species"] == {
+        "cat": {"images": 5, "dice": pytest.approx(report["by_breed"]["Stripy"]["dice"])},
+        "dog": {"images": 5, "dice": pytest.approx(report["by_breed"]["spotty"]["dice"])},
+    }
+    with Image.open(run / "worst.png") as sheet:
+        assert sheet.size[0] > 4 * 64  # four panels in a row
+    assert report["worst_sheet"] == str(run / "worst.png")
+
+
+def test_worst_larger_than_the_split_shows_every_image_and_zero_none(tiny_run, tmp_path):
+    ckpt = tiny_run / "checkpoints" / "best.ckpt"
+    cfg, overrides = eval_config(tmp_path / "all", ckpt, "split=val", "worst=50")
+    evaluate(cfg, overrides)
+    cfg, overrides = eval_config(tmp_path / "two", ckpt, "split=val", "worst=2")
+    evaluate(cfg, overrides)
+    with (
+        Image.open(tmp_path / "all" / "run" / "worst.png") as every,
+        Image.open(tmp_path / "two" / "run" / "worst.png") as two,
+    ):
+        # Three val images: one row of three panels, one panel (and padding) wider than two.
+        assert every.height == two.height
+        assert every.width - two.width == (two.width - SHEET_PADDING) / 2
+    cfg, overrides = eval_config(tmp_path / "none", ckpt, "split=val", "worst=0")
+    assert evaluate(cfg, overrides)["worst_sheet"] is None
+    assert not (tmp_path / "none" / "run" / "worst.png").exists()
+
+
+def test_real_lists_give_scores_by_species_and_breed(tiny_run, sample_root, tmp_path):
+    ckpt = tiny_run / "checkpoints" / "best.ckpt"
+    cfg, overrides = eval_config(tmp_path, ckpt, f"data.root={sample_root}", "split=val", "worst=0")
+    report = evaluate(cfg, overrides)
+    assert report["images"] == 20
+    assert set(report["by_species"]) == {"cat", "dog"}
+    assert report["by_breed"]["Abyssinian"]["images"] == 10
+    assert report["by_breed"]["american_bulldog"]["images"] == 10
+    with open(tmp_path / "run" / "per_image.csv") as f:
+        species = {row["name"]: row["species"] for row in csv.DictReader(f)}
+    assert species["Abyssinian_100"] == "cat" and species["american_bulldog_10"] == "dog"
+
+
+def test_a_negative_worst_names_the_option(tiny_run, tmp_path):
+    cfg, overrides = eval_config(tmp_path, tiny_run / "checkpoints" / "best.ckpt", "worst=-1")
+    with pytest.raises(ConfigError, match="worst must be a whole number >= 0"):
+        evaluate(cfg, overrides)
+
+
 def test_native_resolution_scores_the_original_trimaps(tiny_run, tmp_path):
     ckpt = tiny_run / "checkpoints" / "best.ckpt"
-    cfg, overrides = eval_config(tmp_path, ckpt, "resolution=native", "tta=d4")
+    # worst=0: the sheet's eight d4 predictions would double this test's time.
+    cfg, overrides = eval_config(tmp_path, ckpt, "resolution=native", "tta=d4", "worst=0")
     report = evaluate(cfg, overrides)
     assert report["resolution"] == "native" and report["tta"] == "d4"
     assert 0.0 <= report["dice"] <= 1.0

@@ -82,10 +82,23 @@ def test_a_two_run_sweep_then_the_report(synthetic_root, tmp_path):
     assert all(
         int(row["parameters"]) > 0 and row["lowest_val_loss_epoch"] != "" for row in finished
     )
+    assert {row["group"] for row in rows} == {
+        "model.upsample=deconv",
+        "model.upsample=bilinear",
+        "runs without saved overrides",
+    }
+    # The two upsamplings are paired on the same ten test images; the unfinished run sits out.
+    with open(sweep_dir / "comparisons.csv") as f:
+        [comparison] = list(csv.DictReader(f))
+    assert comparison["images"] == "10" and comparison["p_holm"] != ""
     markdown = (sweep_dir / "report.md").read_text()
-    assert "**" in markdown and markdown.count("\n|") == 2 + 3
-    png = sweep_dir / "curves.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert (
+        "**model.upsample=" in markdown and "Holm correction applied over 1 comparison" in markdown
+    )
+    assert "model.upsample=deconv" in (sweep_dir / "report.html").read_text()
+    for figure in ("curves.png", "pareto.png"):
+        png = sweep_dir / figure
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
 
 
 @pytest.mark.slow

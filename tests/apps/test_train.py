@@ -5,7 +5,9 @@ import json
 
 import pytest
 import torch
+from PIL import Image
 
+from segpets.scores import TEST_SCORES, read_scores
 from segpets.train import train
 from tests.helpers import TINY_UNET, compose_train, run_segpets, tiny_run_overrides
 
@@ -59,6 +61,22 @@ def test_training_writes_the_run_dir(synthetic_root, tmp_path):
     )
     assert metrics["val"]["val/dice"] == pytest.approx(float(best_score), abs=1e-6)
     assert best["segpets_config"]["model"]["_target_"] == "segpets.models.UNet"
+
+    # Per-image test scores beside metrics.json, one row per test image, averaging to test/dice.
+    scores = read_scores(run / TEST_SCORES)
+    assert len(scores) == metrics["test_data"]["images"] == 10
+    mean = sum(row["dice"] for row in scores.values()) / len(scores)
+    assert mean == pytest.approx(metrics["test"]["test/dice"], abs=1e-6)
+    assert set(next(iter(scores.values()))) == {"dice", "iou", "true_fraction", "pred_fraction"}
+    assert metrics["test_data"]["root"] == str(synthetic_root.resolve())
+    assert metrics["gflops_forward"] > 0 and metrics["test_images_per_second"] > 0
+    assert Image.open(run / "worst.png").size[0] > 0
+    # Training time beside each validation, for curves against wall-clock time.
+    with open(run / "csv" / "metrics.csv") as f:
+        times = [
+            float(r["time/train_seconds"]) for r in csv.DictReader(f) if r["time/train_seconds"]
+        ]
+    assert len(times) == 2 and 0 < times[0] < times[1] <= metrics["train_seconds"]
 
 
 def test_training_learns_two_batches_by_heart(synthetic_root, tmp_path):

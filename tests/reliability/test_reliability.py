@@ -398,8 +398,10 @@ def test_report_on_a_missing_folder_says_so_and_exits_2(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith(f"segpets: error: {tmp_path / folder}{what}") and err.count("\n") == 1
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit, match="no runs under"):  # a folder without runs: as before
+    with pytest.raises(SystemExit) as exit_:  # a folder without runs
         main([str(tmp_path / "empty")])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.startswith(f"segpets: error: no runs under {tmp_path / 'empty'}")
 
 
 def test_data_root_a_file_is_named_as_a_file(tmp_path):

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# experiment=budget against the plain PyTorch loop (scripts/plain_loop.py), each given the
+# same training time on this machine, one after the other, for each seed; then the report
+# pairs their per-image test Dice (docs/budget.md shows a run of it).
+#
+#   bash scripts/budget_comparison.sh DATA_ROOT [OUT_DIR]
+#
+# MINUTES (default 10) is each run's training time, SEEDS (default "1 2 3") the seeds;
+# extra segpets overrides for the budget runs go in BUDGET_OVERRIDES.
+set -euo pipefail
+data_root=$(realpath "${1:?usage: budget_comparison.sh DATA_ROOT [OUT_DIR]}")
+out=${2:-logs/budget_comparison}
+minutes=${MINUTES:-10}
+read -r -a extra <<< "${BUDGET_OVERRIDES:-}"
+cd "$(dirname "$0")/.."
+for seed in ${SEEDS:-1 2 3}; do
+  python3 scripts/plain_loop.py --data-root "$data_root" --minutes "$minutes" --seed "$seed" \
+    --out "$out/plain_seed$seed"
+  python3 -m segpets.train experiment=budget "data.root=$data_root" "seed=$seed" \
+    "trainer.max_time={minutes:$minutes}" "${extra[@]}" "hydra.run.dir=$out/budget_seed$seed"
+done
+python3 -m segpets.report "$out" baseline=recipe=plain_loop

@@ -1,0 +1,47 @@
+"""Per-image scores on disk: the CSV that training and eval write and the report pairs by image.
+
+One row per image: `name`, `dice`, `iou`, `true_fraction` and `pred_fraction` (the pet's
+share of the valid pixels in the truth and in the prediction). Training writes the test
+split's rows to `test_per_image.csv` beside metrics.json; eval writes `per_image.csv`.
+"""
+
+import csv
+import io
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from segpets.checkpointing import write_atomically
+
+FIELDS = ("name", "dice", "iou", "true_fraction", "pred_fraction")
+TEST_SCORES = "test_per_image.csv"
+
+
+def write_scores(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:
+    """Write `rows` (dicts with FIELDS; other keys are kept as extra columns) atomically."""
+    rows = list(rows)
+    extra = sorted({key for row in rows for key in row} - set(FIELDS))
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=[*FIELDS, *extra], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    write_atomically(path, text.getvalue().encode())
+
+
+def _numeric(value: str | None) -> bool:
+    try:
+        float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def read_scores(path: str | Path) -> dict[str, dict[str, float]]:
+    """{image name: {score: value}} from a per-image CSV; non-numeric columns are dropped."""
+    scores: dict[str, dict[str, float]] = {}
+    with open(path, newline="") as f:
+        for row in csv.DictReader(f):
+            scores[row["name"]] = {
+                key: float(value) for key, value in row.items() if key != "name" and _numeric(value)
+            }
+    return scores

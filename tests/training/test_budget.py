@@ -1,0 +1,156 @@
+"""Training under a time budget: the LR schedule follows trainer.max_time, the EMA of the
+weights is what validation, checkpoints and test use, and experiment=budget runs."""
+
+import math
+
+import lightning as L
+import lightning.pytorch.callbacks.timer as lightning_timer
+import pytest
+import torch
+from lightning.pytorch.callbacks import Timer
+
+from segpets.builders import normalize_max_time
+from segpets.callbacks import EMA
+from segpets.checkpointing import read_checkpoint
+from segpets.errors import ConfigError
+from segpets.eval import evaluate
+from segpets.schedules import time_fraction, warmup_cosine
+from segpets.train import train
+from tests.helpers import TINY_UNET, compose_train, tiny_run_overrides
+
+
+class Clock:
+    """time.monotonic for Lightning's Timer, set by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch):
+    fake = Clock()
+    monkeypatch.setattr(lightning_timer.time, "monotonic", fake)
+    return fake
+
+
+def started_timer(trainer: L.Trainer) -> Timer:
+    timer = next(c for c in trainer.callbacks if isinstance(c, Timer))
+    timer.on_train_start(trainer, None)
+    return timer
+
+
+def budget_scheduler(trainer: L.Trainer, **options) -> torch.optim.lr_scheduler.LambdaLR:
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    return warmup_cosine(
+        optimizer, total_steps=math.inf, time_fraction=time_fraction(trainer), **options
+    )
+
+
+def factor(scheduler, step: int) -> float:
+    return scheduler.lr_lambdas[0](step)
+
+
+def test_the_schedule_reaches_its_floor_when_the_clock_reaches_max_time(clock):
+    trainer = L.Trainer(max_time={"seconds": 100}, logger=False, enable_checkpointing=False)
+    started_timer(trainer)
+    scheduler = budget_scheduler(trainer, min_lr_ratio=0.1)
+    assert factor(scheduler, 5) == pytest.approx(1.0)
+    clock.now += 50
+    assert factor(scheduler, 500) == pytest.approx(0.1 + 0.9 * 0.5)
+    clock.now += 50
+    assert factor(scheduler, 501) == pytest.approx(0.1)
+    clock.now += 30  # time spent past the budget (the last step) stays at the floor
+    assert factor(scheduler, 502) == pytest.approx(0.1)
+
+
+def test_warmup_counts_steps_and_the_decay_is_continuous_after_it(clock):
+    trainer = L.Trainer(max_time={"seconds": 100}, logger=False, enable_checkpointing=False)
+    started_timer(trainer)
+    scheduler = budget_scheduler(trainer, warmup_steps=4)
+    clock.now += 10
+    decayed = 0.5 * (1 + math.cos(math.pi * 0.1))
+    assert [factor(scheduler, s) for s in range(5)] == pytest.approx(
+        [0.25 * decayed, 0.5 * decayed, 0.75 * decayed, decayed, decayed]
+    )
+
+
+def test_a_resumed_run_continues_the_schedule_where_it_stopped(clock):
+    first = L.Trainer(max_time={"seconds": 100}, logger=False, enable_checkpointing=False)
+    timer = started_timer(first)
+    clock.now += 40
+    before = factor(budget_scheduler(first), 300)
+    state = timer.state_dict()
+
+    clock.now += 3600  # the run is resumed an hour later
+    resumed = L.Trainer(max_time={"seconds": 100}, logger=False, enable_checkpointing=False)
+    resumed_timer = next(c for c in resumed.callbacks if isinstance(c, Timer))
+    resumed_timer.load_state_dict(state)
+    resumed_timer.on_train_start(resumed, None)
+    assert factor(budget_scheduler(resumed), 300) == pytest.approx(before)
+    clock.now += 60
+    assert factor(budget_scheduler(resumed), 301) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_without_max_time_the_schedule_counts_steps_as_before():
+    trainer = L.Trainer(max_epochs=3, logger=False, enable_checkpointing=False)
+    assert time_fraction(trainer) is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("00:00:10:00", "00:00:10:00"),
+        ({"minutes": 10}, "00:00:10:00"),
+        ({"hours": 25, "seconds": 5}, "01:01:00:05"),
+        (None, None),
+    ],
+)
+def test_max_time_takes_lightnings_string_or_a_dict(value, expected):
+    assert normalize_max_time(value) == expected
+
+
+@pytest.mark.parametrize("value", ["10min", "10:00", {"minute": 10}, {}])
+def test_a_bad_max_time_names_both_formats(value):
+    with pytest.raises(ConfigError, match=r"trainer\.max_time=.*DD:HH:MM:SS.*minutes:10"):
+        normalize_max_time(value)
+
+
+@pytest.mark.parametrize("decay", [0.0, 1.0, 1.5, -0.2])
+def test_ema_decay_outside_zero_one_is_refused(decay):
+    with pytest.raises(ConfigError, match=r"callbacks\.ema\.decay must be between 0 and 1"):
+        EMA(decay=decay)
+
+
+def test_ema_weights_are_what_best_ckpt_holds_and_what_test_scores(synthetic_root, tmp_path):
+    overrides = [*tiny_run_overrides(synthetic_root), *TINY_UNET, "callbacks=ema"]
+    cfg = compose_train(
+        tmp_path,
+        [*overrides, "trainer.max_epochs=2", "callbacks.ema.decay=0.9", "optimizer.lr=0.01"],
+    )
+    metrics = train(cfg)
+    checkpoint = read_checkpoint(metrics["best_checkpoint"])
+    average, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
+    assert average.keys() == raw.keys()
+    differing = [k for k in average if average[k].is_floating_point()]
+    assert any(not torch.equal(average[k], raw[k]) for k in differing)
+
+    # segpets.eval scores the checkpoint's state_dict: the EMA weights. Training's test
+    # agrees with it, so test scored the average too, not the raw weights.
+    overrides = [f"ckpt_path={metrics['best_checkpoint']}"]
+    scored = evaluate(compose_train(tmp_path / "eval", overrides, config_name="eval"), overrides)
+    assert scored["dice"] == pytest.approx(metrics["test"]["test/dice"], abs=1e-6)
+
+
+def test_experiment_budget_composes_and_runs(synthetic_root, tmp_path):
+    cfg = compose_train(
+        tmp_path,
+        ["experiment=budget", *tiny_run_overrides(synthetic_root), *TINY_UNET,
+         "trainer.fast_dev_run=true"],
+    )  # fmt: skip
+    assert cfg.trainer.max_time == "00:00:10:00" and cfg.trainer.max_epochs == -1
+    assert cfg.callbacks.ema._target_ == "segpets.callbacks.EMA"
+    metrics = train(cfg)
+    assert 0.0 <= metrics["test"]["test/dice"] <= 1.0
