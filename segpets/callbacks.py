@@ -320,7 +320,7 @@ class EMA(WeightAveraging):
                 f"callbacks.ema.decay must be between 0 and 1 (exclusive), got {decay}: "
                 "the share of the average kept at each step, e.g. 0.99 (about the last 100 steps)"
             )
-        super().__init__(avg_fn=functools.partial(_ema_step, decay=decay))
+        super().__init__(multi_avg_fn=functools.partial(_ema_update, decay=decay))
         self.decay = decay
         self.start_step = start_step
 
@@ -346,12 +346,23 @@ class EMA(WeightAveraging):
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
 
 
-def _ema_step(
-    average: torch.Tensor, current: torch.Tensor, updates: torch.Tensor, decay: float
-) -> torch.Tensor:
-    """One EMA update with the decay warmed up over the first updates."""
+@torch.no_grad()
+def _ema_update(
+    averages: list[torch.Tensor],
+    currents: list[torch.Tensor],
+    updates: torch.Tensor,
+    decay: float,
+) -> None:
+    """One EMA update of a group of same-dtype tensors, in place, the decay warmed up.
+
+    Floating tensors move towards the current weights with one fused lerp per group;
+    integer buffers (BatchNorm's batch counter) take the current value.
+    """
     warm = min(decay, (1.0 + float(updates)) / (10.0 + float(updates)))
-    return warm * average + (1.0 - warm) * current
+    if averages[0].is_floating_point():
+        torch._foreach_lerp_(averages, currents, 1.0 - warm)
+    else:
+        torch._foreach_copy_(averages, currents)
 
 
 class TrainingClock(Callback):
