@@ -51,7 +51,9 @@ def tiny_run(synthetic_root: Path, tmp_path_factory: pytest.TempPathFactory) -> 
 
     tmp_path = tmp_path_factory.mktemp("tiny_run")
     cfg = compose_train(
-        tmp_path, [*tiny_run_overrides(synthetic_root), *TINY_UNET, "trainer.max_epochs=2"]
-    )
+        tmp_path,
+        [*tiny_run_overrides(synthetic_root), *TINY_UNET, "trainer.max_epochs=2",
+         "trainer.precision=32-true"],  # not auto: the same run on CPUs with and without bf16
+    )  # fmt: skip
     train(cfg)
     return tmp_path / "run"
