@@ -358,7 +358,8 @@ def _ema_update(
     Floating tensors move towards the current weights with one fused lerp per group;
     integer buffers (BatchNorm's batch counter) take the current value.
     """
-    warm = min(decay, (1.0 + float(updates)) / (10.0 + float(updates)))
+    n = float(updates)  # one read of the update count (a device sync on GPUs)
+    warm = min(decay, (1.0 + n) / (10.0 + n))
     if averages[0].is_floating_point():
         torch._foreach_lerp_(averages, currents, 1.0 - warm)
     else:
