@@ -6,7 +6,8 @@
 #   bash scripts/budget_comparison.sh DATA_ROOT [OUT_DIR]
 #
 # MINUTES (default 10) is each run's training time, SEEDS (default "1 2 3") the seeds;
-# extra segpets overrides for the budget runs go in BUDGET_OVERRIDES.
+# extra segpets overrides for the budget runs go in BUDGET_OVERRIDES. A run whose
+# metrics.json exists is kept, so a comparison that was stopped resumes where it stopped.
 set -euo pipefail
 data_root=$(realpath "${1:?usage: budget_comparison.sh DATA_ROOT [OUT_DIR]}")
 out=${2:-logs/budget_comparison}
@@ -14,9 +15,11 @@ minutes=${MINUTES:-10}
 read -r -a extra <<< "${BUDGET_OVERRIDES:-}"
 cd "$(dirname "$0")/.."
 for seed in ${SEEDS:-1 2 3}; do
-  python3 scripts/plain_loop.py --data-root "$data_root" --minutes "$minutes" --seed "$seed" \
-    --out "$out/plain_seed$seed"
-  python3 -m segpets.train experiment=budget "data.root=$data_root" "seed=$seed" \
-    "trainer.max_time={minutes:$minutes}" "${extra[@]}" "hydra.run.dir=$out/budget_seed$seed"
+  [[ -f $out/plain_seed$seed/metrics.json ]] ||
+    python3 scripts/plain_loop.py --data-root "$data_root" --minutes "$minutes" --seed "$seed" \
+      --out "$out/plain_seed$seed"
+  [[ -f $out/budget_seed$seed/metrics.json ]] ||
+    python3 -m segpets.train experiment=budget "data.root=$data_root" "seed=$seed" \
+      "trainer.max_time={minutes:$minutes}" "${extra[@]}" "hydra.run.dir=$out/budget_seed$seed"
 done
 python3 -m segpets.report "$out" baseline=recipe=plain_loop

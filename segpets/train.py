@@ -96,9 +96,12 @@ def _fit_and_test(
         )
         raise SystemExit(INTERRUPTED) from None
 
-    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    checkpoints = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
     # A fast_dev_run saves no checkpoint (None): val and test then score the weights in memory.
-    best = checkpoint.best_model_path if checkpoint and checkpoint.best_model_path else None
+    best = next((c.best_model_path for c in checkpoints if c.monitor and c.best_model_path), None)
+    last = next(
+        (c.best_model_path for c in checkpoints if not c.monitor and c.best_model_path), None
+    )
     metrics: dict[str, Any] = {
         "seed": cfg.seed,
         "precision": str(cfg.trainer.precision),
@@ -110,7 +113,7 @@ def _fit_and_test(
         "train_seconds": round(time.perf_counter() - started, 2),
         "output_dir": str(output_dir),
         "best_checkpoint": best,
-        "last_checkpoint": checkpoint.last_model_path if checkpoint else None,
+        "last_checkpoint": last,
         "best_epoch": _epoch_of(best),
         "epochs_trained": trainer.current_epoch,
         "global_step": trainer.global_step,

@@ -49,6 +49,7 @@ def test_training_writes_the_run_dir(synthetic_root, tmp_path):
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     assert (run / "csv" / "metrics.csv").is_file()
     assert metrics["best_checkpoint"] == str(run / "checkpoints" / "best.ckpt")
+    assert metrics["last_checkpoint"] == str(run / "checkpoints" / "last.ckpt")
     assert metrics["seed"] == 42
     assert set(metrics["test"]) >= {"test/dice", "test/iou", "test/dice_dataset", "test/loss"}
     # The reported val/dice is the best checkpoint's, the one the test split was scored with.
@@ -57,7 +58,7 @@ def test_training_writes_the_run_dir(synthetic_root, tmp_path):
     best_score = next(
         c["best_model_score"]
         for k, c in best["callbacks"].items()
-        if k.startswith("ModelCheckpoint")
+        if k.startswith("ModelCheckpoint{'monitor': 'val/dice'")
     )
     assert metrics["val"]["val/dice"] == pytest.approx(float(best_score), abs=1e-6)
     assert best["segpets_config"]["model"]["_target_"] == "segpets.models.UNet"

@@ -2,15 +2,19 @@
 
 from types import SimpleNamespace
 
+import lightning as L
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 
+from segpets.builders import instantiate_all
 from segpets.callbacks import (
     ProgressBar,
     ValidationImages,
 )
 from segpets.constants import IMAGENET_MEAN, IMAGENET_STD
 from segpets.visual import PANEL_PADDING
+from tests.helpers import compose_train
 
 
 class RecordingTensorBoard(TensorBoardLogger):
@@ -71,3 +75,42 @@ def test_the_progress_bar_reads_logged_values_only_every_n_steps():
     trainer.training = False  # validation: always the current values
     trainer.global_step = 11
     assert bar.get_metrics(trainer, None)["train/loss"] == 11.0
+
+
+class WorseEachEpoch(L.LightningModule):
+    """A one-weight model whose val/dice falls every epoch: only epoch 0 is the best."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(1))
+
+    def training_step(self, batch, batch_idx):
+        return (self.weight - batch).pow(2).mean()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/dice", 1.0 / (self.current_epoch + 1))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_last_ckpt_holds_the_newest_epoch_even_when_it_is_not_the_best(tmp_path):
+    cfg = compose_train(tmp_path, [])
+    callbacks = [c for c in instantiate_all(cfg.callbacks) if isinstance(c, ModelCheckpoint)]
+    trainer = L.Trainer(
+        max_epochs=3,
+        callbacks=callbacks,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    data = torch.ones(2, 1)
+    trainer.fit(WorseEachEpoch(), train_dataloaders=data, val_dataloaders=data)
+
+    saved = tmp_path / "run" / "checkpoints"
+    assert sorted(path.name for path in saved.iterdir()) == ["best.ckpt", "last.ckpt"]
+    best = torch.load(saved / "best.ckpt", weights_only=False)
+    last = torch.load(saved / "last.ckpt", weights_only=False)
+    assert best["epoch"] == 0
+    assert (last["epoch"], last["global_step"]) == (2, trainer.global_step)
+    assert torch.equal(last["state_dict"]["weight"], trainer.lightning_module.weight.detach())
