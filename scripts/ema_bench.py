@@ -16,13 +16,13 @@ import torch
 from torch.optim.swa_utils import AveragedModel
 
 from segpets.bench import time_alternating
-from segpets.callbacks import EMA
+from segpets.callbacks import ema_update, warmed_decay
 from segpets.models import ResNet34UNet
 from segpets.precision import machine
 
 
 def per_tensor(average, current, updates, decay: float):
-    warm = min(decay, (1.0 + float(updates)) / (10.0 + float(updates)))
+    warm = warmed_decay(decay, float(updates))
     return warm * average + (1.0 - warm) * current
 
 
@@ -33,7 +33,9 @@ def main() -> None:
 
     model, decay = ResNet34UNet(), 0.99
     averages = {
-        "segpets EMA (fused lerp)": AveragedModel(model, use_buffers=True, **EMA(decay)._kwargs),
+        "segpets EMA (fused lerp)": AveragedModel(
+            model, use_buffers=True, multi_avg_fn=functools.partial(ema_update, decay=decay)
+        ),
         "per-tensor avg_fn": AveragedModel(
             model, use_buffers=True, avg_fn=functools.partial(per_tensor, decay=decay)
         ),
@@ -42,9 +44,8 @@ def main() -> None:
         name: functools.partial(avg.update_parameters, model) for name, avg in averages.items()
     }
     times = time_alternating(steps, steps=args.steps, warmup=3)
-    print(
-        f"ResNet34-UNet, {machine()['cpu']} ({machine()['cpu_isa']}), {torch.get_num_threads()} threads"
-    )
+    host = machine()
+    print(f"ResNet34-UNet, {host['cpu']} ({host['cpu_isa']}), {torch.get_num_threads()} threads")
     for name, seconds in times.items():
         print(f"{name}: {statistics.median(seconds) * 1000:.1f} ms per update")
 

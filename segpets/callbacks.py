@@ -320,7 +320,7 @@ class EMA(WeightAveraging):
                 f"callbacks.ema.decay must be between 0 and 1 (exclusive), got {decay}: "
                 "the share of the average kept at each step, e.g. 0.99 (about the last 100 steps)"
             )
-        super().__init__(multi_avg_fn=functools.partial(_ema_update, decay=decay))
+        super().__init__(multi_avg_fn=functools.partial(ema_update, decay=decay))
         self.decay = decay
         self.start_step = start_step
 
@@ -346,20 +346,26 @@ class EMA(WeightAveraging):
             super().on_load_checkpoint(trainer, pl_module, checkpoint)
 
 
+def warmed_decay(decay: float, updates: float) -> float:
+    """The share of the average kept after `updates` updates: min(decay, (1 + n) / (10 + n))."""
+    return min(decay, (1.0 + updates) / (10.0 + updates))
+
+
 @torch.no_grad()
-def _ema_update(
+def ema_update(
     averages: list[torch.Tensor],
     currents: list[torch.Tensor],
     updates: torch.Tensor,
     decay: float,
 ) -> None:
-    """One EMA update of a group of same-dtype tensors, in place, the decay warmed up.
+    """One EMA update of a group of same-dtype tensors, in place, the decay warmed up: the
+    `multi_avg_fn` of torch's AveragedModel that `EMA` uses.
 
     Floating tensors move towards the current weights with one fused lerp per group;
     integer buffers (BatchNorm's batch counter) take the current value.
     """
-    n = float(updates)  # one read of the update count (a device sync on GPUs)
-    warm = min(decay, (1.0 + n) / (10.0 + n))
+    # One read of the update count (a device sync on GPUs).
+    warm = warmed_decay(decay, float(updates))
     if averages[0].is_floating_point():
         torch._foreach_lerp_(averages, currents, 1.0 - warm)
     else:

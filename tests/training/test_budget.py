@@ -10,7 +10,7 @@ import torch
 from lightning.pytorch.callbacks import Timer
 
 from segpets.builders import normalize_max_time
-from segpets.callbacks import EMA, _ema_update
+from segpets.callbacks import EMA, ema_update
 from segpets.checkpointing import read_checkpoint
 from segpets.errors import ConfigError
 from segpets.eval import evaluate
@@ -124,16 +124,16 @@ def test_ema_decay_outside_zero_one_is_refused(decay):
         EMA(decay=decay)
 
 
-def test_ema_update_moves_by_the_warmed_up_decay():
+def testema_update_moves_by_the_warmed_up_decay():
     # After n updates the kept share is min(decay, (1 + n) / (10 + n)): 0.1 at n = 0,
     # then 0.5 (the decay) once (1 + n) / (10 + n) passes it.
     average, current = [torch.tensor([0.0, 10.0])], [torch.tensor([1.0, 20.0])]
-    _ema_update(average, current, torch.tensor(0), decay=0.5)
+    ema_update(average, current, torch.tensor(0), decay=0.5)
     assert average[0].tolist() == pytest.approx([0.9, 19.0])
-    _ema_update(average, current, torch.tensor(100), decay=0.5)
+    ema_update(average, current, torch.tensor(100), decay=0.5)
     assert average[0].tolist() == pytest.approx([0.95, 19.5])
     counter = [torch.tensor(3)]
-    _ema_update(counter, [torch.tensor(7)], torch.tensor(5), decay=0.5)
+    ema_update(counter, [torch.tensor(7)], torch.tensor(5), decay=0.5)
     assert counter[0].item() == 7
 
 
