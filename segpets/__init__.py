@@ -48,5 +48,11 @@ def _run_dir(ckpt_path: str | None, runs_dir: str, new_dir: str) -> str:
     return resume_dir(ckpt_path, runs_dir, new_dir)
 
 
+def _scale(size: int, factor: float) -> int:
+    return max(1, round(size * factor))
+
+
 # Hydra resolves configs before any task code runs: register the resolvers on import.
 OmegaConf.register_new_resolver("segpets.run_dir", _run_dir, use_cache=True, replace=True)
+# ${segpets.scale:${data.image_size},0.75}: a size that follows another, rounded to pixels.
+OmegaConf.register_new_resolver("segpets.scale", _scale, replace=True)

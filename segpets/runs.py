@@ -26,6 +26,7 @@ def describe(config: Mapping[str, Any] | DictConfig, choices: Mapping[str, str])
         "lr": pick("optimizer.lr"),
         "batch_size": pick("data.batch_size"),
         "image_size": pick("data.image_size"),
+        "train_size": pick("data.train_size"),
     }
 
 

@@ -14,7 +14,7 @@ from segpets.bench.peak import peak_section
 from segpets.bench.precisions import precision_section
 from segpets.bench.table import print_table
 from segpets.bench.timing import peak_rss_mb
-from segpets.bench.workload import Workload
+from segpets.bench.workload import Workload, train_size
 from segpets.builders import resolve_trainer_config
 from segpets.errors import ConfigError
 from segpets.precision import AUTO, cpu_name, machine, uses_cuda
@@ -108,6 +108,7 @@ def _settings(cfg: DictConfig, device: torch.device, workload: Workload) -> dict
     return {
         "model": cfg.model._target_.rsplit(".", 1)[-1],
         "image_size": cfg.data.image_size,
+        "train_size": train_size(cfg),
         "batch_size": cfg.data.batch_size,
         "precision": str(cfg.trainer.precision),
         "autocast_dtype": str(workload.dtype).removeprefix("torch.") if workload.dtype else None,

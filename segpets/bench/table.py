@@ -45,11 +45,17 @@ def machine_line(machine: dict[str, Any]) -> str:
     )
 
 
+def _sizes(settings: dict[str, Any]) -> str:
+    """ "128 px", or "96 px (eval 128 px)" where training crops are smaller."""
+    train, size = settings.get("train_size", settings["image_size"]), settings["image_size"]
+    return f"{train} px" if train == size else f"{train} px (eval {size} px)"
+
+
 def _title(settings: dict[str, Any], machine: dict[str, Any] | None) -> str:
     threads = settings["torch_threads"]
     title = (
         f"segpets.bench: {settings['model']}, batch {settings['batch_size']} at "
-        f"{settings['image_size']} px, {settings['precision']}"
+        f"{_sizes(settings)}, {settings['precision']}"
         f"{', channels_last' if settings['channels_last'] else ''}, {settings['device']} "
         f"({threads} thread{'s' if threads != 1 else ''}), "
         f"median of {settings['steps']} steps"

@@ -41,6 +41,11 @@ from segpets.runs import hydra_choices
 TIMED_PRECISIONS = frozenset({"32", "32-true", "bf16", "bf16-mixed", "16", "16-mixed"})
 
 
+def train_size(cfg: DictConfig) -> int:
+    """The side of the training batches: data.train_size where the data config has one."""
+    return cfg.data.get("train_size") or cfg.data.image_size
+
+
 def checked_autocast_dtype(precision: object, device: torch.device) -> torch.dtype | None:
     """`autocast_dtype`, for the precisions the bench knows how to time."""
     name = str(precision)
@@ -61,11 +66,16 @@ class Workload:
         self.dtype = checked_autocast_dtype(cfg.trainer.precision, device)
         self.channels_last = bool(cfg.module.get("channels_last", False))
         self.steps, self.warmup = cfg.steps, cfg.warmup
-        size, batch = cfg.data.image_size, cfg.data.batch_size
+        size, batch = train_size(cfg), cfg.data.batch_size
         generator = torch.Generator().manual_seed(cfg.seed)
         in_channels = cfg.model.get("in_channels", 3)
+        # Training steps see batches at data.train_size, eval passes at data.image_size.
         self.images = torch.randn(batch, in_channels, size, size, generator=generator)
         self.masks = (torch.rand(batch, 1, size, size, generator=generator) > 0.5).to(torch.uint8)
+        eval_size = cfg.data.image_size
+        self.eval_images = torch.randn(
+            batch, in_channels, eval_size, eval_size, generator=generator
+        )
         self.batch_size = batch
         self._flops: dict[str, int] = {}
 
@@ -86,10 +96,13 @@ class Workload:
         return torch.autocast(self.device.type, dtype=self.dtype, enabled=self.dtype is not None)
 
     def _inputs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        images = self.images.to(self.device)
+        return self._placed(self.images), self.masks.to(self.device)
+
+    def _placed(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.to(self.device)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        return images, self.masks.to(self.device)
+        return images
 
     def _prepare(self, model: nn.Module) -> nn.Module:
         model = model.to(self.device)
@@ -264,7 +277,7 @@ class Workload:
         or only the status saying why it cannot be timed here."""
         if importlib.util.find_spec("segmentation_models_pytorch") is None:
             return {"status": "not installed (pip install segmentation-models-pytorch)"}
-        if self.cfg.data.image_size % 32:
+        if train_size(self.cfg) % 32:
             return {"status": "skipped: smp.Unet needs sides divisible by 32"}
         import segmentation_models_pytorch as smp
 
@@ -287,7 +300,7 @@ class Workload:
 
     def _inference_step(self, model: nn.Module) -> Callable[[], None]:
         model = self._prepare(model).eval()
-        images, _ = self._inputs()
+        images = self._placed(self.eval_images)
 
         def step() -> None:
             with torch.no_grad(), self._autocast():

@@ -10,7 +10,8 @@ PRESETS = ("none", "basic", "strong")
 
 
 def augment_preset(name: str, image_size: int) -> list[Any]:
-    """The transforms of configs/augment/<name>.yaml, as a run at `image_size` builds them."""
+    """The transforms of configs/augment/<name>.yaml, as a run training at `image_size`
+    builds them."""
     preset = OmegaConf.create((files("segpets.configs") / "augment" / f"{name}.yaml").read_text())
-    node = OmegaConf.create({"data": {"image_size": image_size}, "augment": preset})
+    node = OmegaConf.create({"data": {"train_size": image_size}, "augment": preset})
     return list(instantiate(node.augment.train))

@@ -40,8 +40,9 @@ SHOWN_SKIPPED = 5  # how many left-out samples the warning names
 class OxfordPetDataModule(L.LightningDataModule):
     """Train / val / test loaders of dicts {"image", "mask", "name"} (see OxfordPetDataset).
 
-    Train uses `augment` (default: resize only) and eval splits resize to
-    image_size x image_size; both end with Normalize(mean, std) and ToTensorV2.
+    Train uses `augment` (default: resize only) and outputs train_size squares (default:
+    image_size); eval splits resize to image_size x image_size, the size the model
+    predicts at; both end with Normalize(mean, std) and ToTensorV2.
     With `synthetic`, `prepare_data` writes that generator's dataset to `root`.
     With `cache`, samples are read from squares of cache_size(image_size) pixels decoded
     once into `cache_dir`, and used only while they match the files (else decoded again).
@@ -64,9 +65,13 @@ class OxfordPetDataModule(L.LightningDataModule):
         synthetic: SyntheticPets | None = None,
         cache: bool = False,
         cache_dir: str | None = None,
+        train_size: int | None = None,
     ) -> None:
         super().__init__()
         _check_int("data.image_size", image_size, 1)
+        if train_size is None:
+            train_size = image_size
+        _check_int("data.train_size", train_size, 1, "(or null: data.image_size)")
         _check_int("data.batch_size", batch_size, 1)
         check_loader_options(num_workers, prefetch_factor)
         _check_int("data.val_every", val_every, 2, "(every val_every-th trainval line is val)")
@@ -89,6 +94,7 @@ class OxfordPetDataModule(L.LightningDataModule):
             )
         self.root = Path(root)
         self.image_size = image_size
+        self.train_size = train_size
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.boundary = boundary
@@ -101,7 +107,7 @@ class OxfordPetDataModule(L.LightningDataModule):
         self.synthetic = synthetic
         self.cache = DecodedImageCache(root, cache_dir, cache_size(image_size)) if cache else None
         # Built now so that a bad augment config fails before any data is read.
-        self.train_transform = train_transform(augment, image_size, self.mean, self.std)
+        self.train_transform = train_transform(augment, train_size, self.mean, self.std)
         self.eval_transform = eval_transform(image_size, self.mean, self.std)
         self._datasets: dict[str, OxfordPetDataset] = {}
 

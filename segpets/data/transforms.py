@@ -100,7 +100,8 @@ def train_transform(
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> A.Compose:
-    """The training pipeline; without `augment` it is the eval one (augment=none).
+    """The training pipeline, ending at `image_size` squares (data.train_size); without
+    `augment` it resizes, as eval does.
 
     One non-square probe image goes through it, so that a pipeline that does not end at
     image_size x image_size fails here, with the option to fix, and not in the collate.
@@ -113,9 +114,9 @@ def train_transform(
     if (height, width) != (image_size, image_size):
         raise ConfigError(
             f"augment.train turns a {probe.shape[0]}x{probe.shape[1]} image into "
-            f"{height}x{width}, but batches need data.image_size x data.image_size "
+            f"{height}x{width}, but batches need data.train_size x data.train_size "
             f"({image_size}x{image_size}): end the list with a transform that outputs that "
             "size, e.g. albumentations.Resize or RandomResizedCrop with size "
-            "[${data.image_size}, ${data.image_size}]"
+            "[${data.train_size}, ${data.train_size}]"
         )
     return transform

@@ -251,6 +251,19 @@ def test_sections_can_be_chosen(tmp_path: Path, one_thread):
     assert written["inference"]["img_s"] == results["inference"]["img_s"]
 
 
+def test_training_is_timed_at_train_size_and_inference_at_image_size(tmp_path: Path, capsys):
+    cpu = torch.device("cpu")
+    full = Workload(compose_bench(tmp_path, TINY), cpu).cost()
+    cropped = Workload(compose_bench(tmp_path, [*TINY, "data.train_size=32"]), cpu).cost()
+    assert cropped["gflop_per_image_inference"] == full["gflop_per_image_inference"]
+    assert cropped["gflop_per_image_train"] == pytest.approx(
+        full["gflop_per_image_train"] / 4, rel=0.01
+    )
+    results = bench(compose_bench(tmp_path, [*TINY, "data.train_size=32", "sections=[train]"]))
+    assert (results["settings"]["train_size"], results["settings"]["image_size"]) == (32, 64)
+    assert "32 px (eval 64 px)" in capsys.readouterr().out
+
+
 def test_bench_names_the_machine(tmp_path: Path, capsys):
     results = bench(compose_bench(tmp_path, [*TINY, "sections=[train]"]))
     machine = json.loads((tmp_path / "run" / "bench.json").read_text())["machine"]

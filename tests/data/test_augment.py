@@ -21,9 +21,9 @@ PRESETS = sorted(p.stem for p in (CONFIG_DIR / "augment").glob("*.yaml"))
 
 
 def preset(name: str, image_size: int) -> list[A.BasicTransform]:
-    """The preset's transforms, with ${data.image_size} resolved as in a training run."""
+    """The preset's transforms, with ${data.train_size} resolved as in a training run."""
     node = OmegaConf.load(CONFIG_DIR / "augment" / f"{name}.yaml")
-    cfg = OmegaConf.create({"data": {"image_size": image_size}, "augment": node})
+    cfg = OmegaConf.create({"data": {"train_size": image_size}, "augment": node})
     return list(instantiate(cfg.augment.train))
 
 
@@ -184,6 +184,27 @@ def test_data_configs_compose_and_build(tmp_path: Path):
     datamodule.setup("fit")
     batch = next(iter(datamodule.train_dataloader()))
     assert batch["image"].shape[1:] == (3, 32, 32) and batch["mask"].dtype == torch.uint8
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_train_size_sets_the_training_crops_and_eval_stays_at_image_size(name: str, tmp_path: Path):
+    overrides = [
+        "+data=synthetic",
+        f"+augment={name}",
+        f"+paths.data_dir={tmp_path}",
+        "data.image_size=32",
+        "data.train_size=24",
+        "data.num_workers=0",
+        "data.synthetic.num_trainval=20",
+        "data.synthetic.num_test=5",
+    ]
+    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
+        cfg = compose(overrides=overrides)
+    datamodule = instantiate(cfg.data, augment=cfg.augment.train)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    assert next(iter(datamodule.train_dataloader()))["image"].shape[1:] == (3, 24, 24)
+    assert next(iter(datamodule.val_dataloader()))["mask"].shape[1:] == (1, 32, 32)
 
 
 def test_oxford_pet_config_points_at_the_data_dir(tmp_path: Path):

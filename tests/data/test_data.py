@@ -217,6 +217,7 @@ def test_a_file_as_data_root_is_named_before_anything_is_written(tmp_path: Path,
     [
         ("batch_size", 0, "data.batch_size must be a positive integer, got 0"),
         ("image_size", -64, "data.image_size must be a positive integer, got -64"),
+        ("train_size", 0, "data.train_size must be a positive integer (or null: data.image_size)"),
         ("num_workers", -1, "data.num_workers must be auto or an integer >= 0, got -1"),
         ("val_every", 1, "data.val_every must be an integer >= 2"),
         ("boundary", "fg", "data.boundary must be one of foreground, background, ignore"),

@@ -165,5 +165,6 @@ def test_experiment_budget_composes_and_runs(synthetic_root, tmp_path):
     )  # fmt: skip
     assert cfg.trainer.max_time == "00:00:10:00" and cfg.trainer.max_epochs == -1
     assert cfg.callbacks.ema._target_ == "segpets.callbacks.EMA"
+    assert cfg.data.train_size == 48  # three quarters of data.image_size, whatever it is
     metrics = train(cfg)
     assert 0.0 <= metrics["test"]["test/dice"] <= 1.0

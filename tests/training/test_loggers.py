@@ -184,7 +184,7 @@ def test_mlflow_writes_a_run_read_back_with_its_client(synthetic_root, tmp_path,
     (run,) = client.search_runs([experiment.experiment_id])
     params, logged = run.data.params, run.data.metrics
     assert params[f"{HPARAMS_KEY}/model"] == "unet" and params[f"{HPARAMS_KEY}/data"] == "synthetic"
-    assert params[f"{HPARAMS_KEY}/image_size"] == "64"
+    assert params[f"{HPARAMS_KEY}/image_size"] == params[f"{HPARAMS_KEY}/train_size"] == "64"
     # Lightning cuts MLflow param values to 250 characters.
     assert params[f"{HPARAMS_KEY}/overrides"].startswith("data=synthetic data.root=")
     assert params["seed"] == "42" and params["model/_target_"] == "segpets.models.UNet"
