@@ -15,6 +15,11 @@ from segpets.data.oxford_pet import check_layout
 from segpets.errors import DataError
 
 
+def train_size(cfg: DictConfig) -> int:
+    """The side of the training batches: data.train_size where the data config has one."""
+    return cfg.data.get("train_size") or cfg.data.image_size
+
+
 def data_root(cfg: DictConfig) -> Path:
     """The folder the loader and data sections read: data.root."""
     return Path(cfg.data.root)
@@ -45,12 +50,13 @@ def data_section(cfg: DictConfig) -> dict[str, Any]:
     Without a dataset in data.root, only a "status" saying so.
     """
     root = data_root(cfg)
-    results: dict[str, Any] = {"root": str(root), "image_size": cfg.data.image_size}
+    size = train_size(cfg)  # the augment presets' output, as training loads it
+    results: dict[str, Any] = {"root": str(root), "image_size": size}
     status = dataset_status(cfg)
     if status is not None:
         return {**results, "status": status}
     for augment in PRESETS:
-        transforms = augment_preset(augment, cfg.data.image_size)
+        transforms = augment_preset(augment, size)
         datasets = {}
         for cache in (False, True):
             datamodule = instantiate(

@@ -9,12 +9,12 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from segpets.bench.data import data_root, data_section
+from segpets.bench.data import data_root, data_section, train_size
 from segpets.bench.peak import peak_section
 from segpets.bench.precisions import precision_section
 from segpets.bench.table import print_table
 from segpets.bench.timing import peak_rss_mb
-from segpets.bench.workload import Workload, train_size
+from segpets.bench.workload import Workload
 from segpets.builders import resolve_trainer_config
 from segpets.errors import ConfigError
 from segpets.precision import AUTO, cpu_name, machine, uses_cuda

@@ -46,7 +46,8 @@ def machine_line(machine: dict[str, Any]) -> str:
 
 
 def _sizes(settings: dict[str, Any]) -> str:
-    """ "128 px", or "96 px (eval 128 px)" where training crops are smaller."""
+    """The batches' side, as "128 px", or "96 px (eval 128 px)" where training crops are
+    smaller than what validation and inference see."""
     train, size = settings.get("train_size", settings["image_size"]), settings["image_size"]
     return f"{train} px" if train == size else f"{train} px (eval {size} px)"
 

@@ -22,7 +22,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from segpets.bench.data import dataset_status
+from segpets.bench.data import dataset_status, train_size
 from segpets.bench.timing import (
     collect,
     count_host_syncs,
@@ -39,11 +39,6 @@ from segpets.runs import hydra_choices
 
 # The trainer.precision values the bench knows how to time.
 TIMED_PRECISIONS = frozenset({"32", "32-true", "bf16", "bf16-mixed", "16", "16-mixed"})
-
-
-def train_size(cfg: DictConfig) -> int:
-    """The side of the training batches: data.train_size where the data config has one."""
-    return cfg.data.get("train_size") or cfg.data.image_size
 
 
 def checked_autocast_dtype(precision: object, device: torch.device) -> torch.dtype | None:

@@ -251,7 +251,9 @@ def test_sections_can_be_chosen(tmp_path: Path, one_thread):
     assert written["inference"]["img_s"] == results["inference"]["img_s"]
 
 
-def test_training_is_timed_at_train_size_and_inference_at_image_size(tmp_path: Path, capsys):
+def test_training_is_timed_at_train_size_and_inference_at_image_size(
+    tmp_path: Path, synthetic_root: Path, capsys
+):
     cpu = torch.device("cpu")
     full = Workload(compose_bench(tmp_path, TINY), cpu).cost()
     cropped = Workload(compose_bench(tmp_path, [*TINY, "data.train_size=32"]), cpu).cost()
@@ -259,8 +261,15 @@ def test_training_is_timed_at_train_size_and_inference_at_image_size(tmp_path: P
     assert cropped["gflop_per_image_train"] == pytest.approx(
         full["gflop_per_image_train"] / 4, rel=0.01
     )
-    results = bench(compose_bench(tmp_path, [*TINY, "data.train_size=32", "sections=[train]"]))
+    overrides = [
+        *TINY,
+        "data.train_size=32",
+        "sections=[train,data]",
+        f"data.root={synthetic_root}",
+    ]
+    results = bench(compose_bench(tmp_path, overrides))
     assert (results["settings"]["train_size"], results["settings"]["image_size"]) == (32, 64)
+    assert (results["data"]["image_size"], results["data"]["status"]) == (32, "ok")
     assert "32 px (eval 64 px)" in capsys.readouterr().out
 
 

@@ -164,45 +164,38 @@ def test_eval_splits_are_not_augmented(synthetic_root: Path):
     ]
 
 
-def test_data_configs_compose_and_build(tmp_path: Path):
-    overrides = [
+def synthetic_data(tmp_path: Path, augment: str, *overrides: str):
+    """The composed config and the fit-ready data module of data=synthetic at 32 px."""
+    overrides = (
         "+data=synthetic",
-        "+augment=basic",
+        f"+augment={augment}",
         f"+paths.data_dir={tmp_path}",
         "data.image_size=32",
         "data.num_workers=0",
         "data.synthetic.num_trainval=20",
         "data.synthetic.num_test=5",
-    ]
+        *overrides,
+    )
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(overrides=overrides)
-    assert cfg.data.val_every == 10 and cfg.data.boundary == "foreground"  # from oxford_pet
+        cfg = compose(overrides=list(overrides))
     datamodule = instantiate(cfg.data, augment=cfg.augment.train)
-    assert isinstance(datamodule.synthetic, SyntheticPets)
-    assert datamodule.root == tmp_path / "synthetic-pets-seed0-n20-5"
     datamodule.prepare_data()
     datamodule.setup("fit")
+    return cfg, datamodule
+
+
+def test_data_configs_compose_and_build(tmp_path: Path):
+    cfg, datamodule = synthetic_data(tmp_path, "basic")
+    assert cfg.data.val_every == 10 and cfg.data.boundary == "foreground"  # from oxford_pet
+    assert isinstance(datamodule.synthetic, SyntheticPets)
+    assert datamodule.root == tmp_path / "synthetic-pets-seed0-n20-5"
     batch = next(iter(datamodule.train_dataloader()))
     assert batch["image"].shape[1:] == (3, 32, 32) and batch["mask"].dtype == torch.uint8
 
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_train_size_sets_the_training_crops_and_eval_stays_at_image_size(name: str, tmp_path: Path):
-    overrides = [
-        "+data=synthetic",
-        f"+augment={name}",
-        f"+paths.data_dir={tmp_path}",
-        "data.image_size=32",
-        "data.train_size=24",
-        "data.num_workers=0",
-        "data.synthetic.num_trainval=20",
-        "data.synthetic.num_test=5",
-    ]
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose(overrides=overrides)
-    datamodule = instantiate(cfg.data, augment=cfg.augment.train)
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    _, datamodule = synthetic_data(tmp_path, name, "data.train_size=24")
     assert next(iter(datamodule.train_dataloader()))["image"].shape[1:] == (3, 24, 24)
     assert next(iter(datamodule.val_dataloader()))["mask"].shape[1:] == (1, 32, 32)
 
