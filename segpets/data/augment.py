@@ -9,9 +9,9 @@ from omegaconf import OmegaConf
 PRESETS = ("none", "basic", "strong")
 
 
-def augment_preset(name: str, image_size: int) -> list[Any]:
-    """The transforms of configs/augment/<name>.yaml, as a run training at `image_size`
-    builds them."""
+def augment_preset(name: str, train_size: int) -> list[Any]:
+    """The transforms of configs/augment/<name>.yaml, as a run builds them with
+    data.train_size = `train_size`."""
     preset = OmegaConf.create((files("segpets.configs") / "augment" / f"{name}.yaml").read_text())
-    node = OmegaConf.create({"data": {"train_size": image_size}, "augment": preset})
+    node = OmegaConf.create({"data": {"train_size": train_size}, "augment": preset})
     return list(instantiate(node.augment.train))

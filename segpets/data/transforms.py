@@ -96,26 +96,26 @@ def eval_transform(
 
 def train_transform(
     augment: Sequence[A.BasicTransform | A.BaseCompose] | None,
-    image_size: int,
+    train_size: int,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> A.Compose:
-    """The training pipeline, ending at `image_size` squares (data.train_size); without
-    `augment` it resizes, as eval does.
+    """The training pipeline, ending at `train_size` squares; without `augment` it
+    resizes, as eval does.
 
     One non-square probe image goes through it, so that a pipeline that does not end at
-    image_size x image_size fails here, with the option to fix, and not in the collate.
+    train_size x train_size fails here, with the option to fix, and not in the collate.
     """
     if augment is None:
-        return eval_transform(image_size, mean, std)
+        return eval_transform(train_size, mean, std)
     transform = build_transform(list(augment), mean, std)
-    probe = np.zeros((image_size + 16, 2 * image_size + 8, 3), np.uint8)
+    probe = np.zeros((train_size + 16, 2 * train_size + 8, 3), np.uint8)
     height, width = transform(image=probe, mask=probe[..., 0])["image"].shape[-2:]
-    if (height, width) != (image_size, image_size):
+    if (height, width) != (train_size, train_size):
         raise ConfigError(
             f"augment.train turns a {probe.shape[0]}x{probe.shape[1]} image into "
             f"{height}x{width}, but batches need data.train_size x data.train_size "
-            f"({image_size}x{image_size}): end the list with a transform that outputs that "
+            f"({train_size}x{train_size}): end the list with a transform that outputs that "
             "size, e.g. albumentations.Resize or RandomResizedCrop with size "
             "[${data.train_size}, ${data.train_size}]"
         )
