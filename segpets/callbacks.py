@@ -5,7 +5,8 @@
 - What a run measures: `TrainingClock` (training time beside val Dice), `EMA` (an
   average of the weights that validation, checkpoints and test use).
 - What keeps a run safe: `NonFiniteLossGuard` (stops on a NaN loss before a checkpoint
-  holds it), `SaveOnInterrupt` (Ctrl-C / SIGTERM save last.ckpt).
+  holds it), `SaveOnInterrupt` (Ctrl-C / SIGTERM save last.ckpt), `LastCheckpoint`
+  (last.ckpt, also written when training ends).
 - What a pretrained encoder asks for: `FreezeEncoder`, `CheckInputNormalization`, picked by
   `encoder_callbacks(model)` from the model's own options.
 
@@ -177,6 +178,22 @@ class SaveOnInterrupt(L.Callback):
             path = Path(checkpoint.dirpath) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}.ckpt"
             trainer.save_checkpoint(path)
             rank_zero_info(f"Saved {path} at step {trainer.global_step}")
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """last.ckpt, the newest weights for `ckpt_path=last`: a ModelCheckpoint that monitors
+    nothing, keeps one file, and also writes it when training ends.
+
+    Saved on a clock (`train_time_interval`) rather than after every validation, Lightning's
+    own would leave the steps after its last write unsaved, and none at all in a run
+    shorter than the interval; this one writes once more at the end unless the newest step
+    is already saved.
+    """
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        if not self._should_skip_saving_checkpoint(trainer):
+            self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class ProgressBar(RichProgressBar):

@@ -1,5 +1,7 @@
 """segpets.callbacks: every callback of a run, the encoder ones included."""
 
+import functools
+from pathlib import Path
 from types import SimpleNamespace
 
 import lightning as L
@@ -94,8 +96,9 @@ class WorseEachEpoch(L.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.1)
 
 
-def test_last_ckpt_holds_the_newest_epoch_even_when_it_is_not_the_best(tmp_path):
-    cfg = compose_train(tmp_path, [])
+def fit_three_epochs(cfg) -> tuple[L.Trainer, dict, dict]:
+    """WorseEachEpoch fitted for 3 epochs with cfg's checkpoint callbacks; (trainer, best.ckpt,
+    last.ckpt), after checking that they are the only files written."""
     callbacks = [c for c in instantiate_all(cfg.callbacks) if isinstance(c, ModelCheckpoint)]
     trainer = L.Trainer(
         max_epochs=3,
@@ -106,11 +109,24 @@ def test_last_ckpt_holds_the_newest_epoch_even_when_it_is_not_the_best(tmp_path)
     )
     data = torch.ones(2, 1)
     trainer.fit(WorseEachEpoch(), train_dataloaders=data, val_dataloaders=data)
-
-    saved = tmp_path / "run" / "checkpoints"
+    saved = Path(cfg.paths.output_dir) / "checkpoints"
     assert sorted(path.name for path in saved.iterdir()) == ["best.ckpt", "last.ckpt"]
-    best = torch.load(saved / "best.ckpt", weights_only=False)
-    last = torch.load(saved / "last.ckpt", weights_only=False)
+    load = functools.partial(torch.load, weights_only=False)
+    return trainer, load(saved / "best.ckpt"), load(saved / "last.ckpt")
+
+
+def test_last_ckpt_holds_the_newest_epoch_even_when_it_is_not_the_best(tmp_path):
+    trainer, best, last = fit_three_epochs(compose_train(tmp_path, []))
     assert best["epoch"] == 0
     assert (last["epoch"], last["global_step"]) == (2, trainer.global_step)
+    assert torch.equal(last["state_dict"]["weight"], trainer.lightning_module.weight.detach())
+
+
+def test_last_ckpt_on_a_clock_is_still_written_when_training_ends(tmp_path):
+    # experiment=budget writes last.ckpt once a minute: a shorter run still ends with one,
+    # holding its final step.
+    cfg = compose_train(tmp_path, ["experiment=budget"])
+    assert cfg.callbacks.last_checkpoint.train_time_interval.minutes == 1
+    trainer, best, last = fit_three_epochs(cfg)
+    assert (best["epoch"], last["global_step"]) == (0, trainer.global_step)
     assert torch.equal(last["state_dict"]["weight"], trainer.lightning_module.weight.detach())
