@@ -184,14 +184,16 @@ class LastCheckpoint(ModelCheckpoint):
     """last.ckpt, the newest weights for `ckpt_path=last`: a ModelCheckpoint that monitors
     nothing, keeps one file, and also writes it when training ends.
 
-    Saved on a clock (`train_time_interval`) rather than after every validation, Lightning's
-    own would leave the steps after its last write unsaved, and none at all in a run
-    shorter than the interval; this one writes once more at the end unless the newest step
-    is already saved.
+    On a clock (`train_time_interval`) rather than after every validation, Lightning's
+    ModelCheckpoint leaves the steps after its last write unsaved, and writes nothing in a
+    run shorter than the interval; this one writes once more when training ends, unless
+    the newest step is saved already.
     """
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_end(trainer, pl_module)
+        # ModelCheckpoint's own checks and writer (no public hook does this), as its
+        # on_validation_end uses them: nothing in a fast_dev_run or outside fit.
         if not self._should_skip_saving_checkpoint(trainer):
             self._save_topk_checkpoint(trainer, self._monitor_candidates(trainer))
 
