@@ -8,23 +8,16 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from PIL import Image, ImageFilter
 
 from segpets.constants import IGNORE_INDEX
 from segpets.data import OxfordPetDataModule, SyntheticPets
+from segpets.data.augment import augment_preset
 from segpets.data.oxford_pet import load_trimap, trimap_to_mask
 from segpets.data.transforms import FastElasticTransform, train_transform
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 PRESETS = sorted(p.stem for p in (CONFIG_DIR / "augment").glob("*.yaml"))
-
-
-def preset(name: str, image_size: int) -> list[A.BasicTransform]:
-    """The preset's transforms, with ${data.train_size} resolved as in a training run."""
-    node = OmegaConf.load(CONFIG_DIR / "augment" / f"{name}.yaml")
-    cfg = OmegaConf.create({"data": {"train_size": image_size}, "augment": node})
-    return list(instantiate(cfg.augment.train))
 
 
 def test_presets_exist():
@@ -33,7 +26,7 @@ def test_presets_exist():
 
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_outputs_the_training_size(name: str):
-    transform = train_transform(preset(name, 48), 48)
+    transform = train_transform(augment_preset(name, 48), 48)
     for height, width in [(30, 70), (200, 90)]:
         out = transform(
             image=np.zeros((height, width, 3), np.uint8), mask=np.zeros((height, width), np.uint8)
@@ -57,7 +50,7 @@ def test_preset_keeps_image_and_mask_aligned(name: str, pet: str, sample_root: P
     trimap = load_trimap(sample_root / "annotations" / "trimaps" / f"{pet}.png")
     mask = trimap_to_mask(trimap, "ignore")
     image = np.repeat((trimap_to_mask(trimap, "foreground") * 255)[..., None], 3, axis=2)
-    transforms = preset(name, 64)
+    transforms = augment_preset(name, 64)
 
     def agreement(image_seed: int, mask_seed: int) -> float:
         out_image = A.Compose(transforms, seed=image_seed)(image=image, mask=mask)["image"]
@@ -153,7 +146,7 @@ def test_geometric_fills_of_the_mask_are_background():
 
 def test_eval_splits_are_not_augmented(synthetic_root: Path):
     datamodule = OxfordPetDataModule(
-        str(synthetic_root), image_size=32, num_workers=0, augment=preset("strong", 32)
+        str(synthetic_root), image_size=32, num_workers=0, augment=augment_preset("strong", 32)
     )
     val = datamodule.dataset("val")
     assert torch.equal(val[0]["image"], val[0]["image"])
