@@ -4,6 +4,8 @@
   `ProgressBar`.
 - What a run measures: `TrainingClock` (training time beside val Dice), `EMA` (an
   average of the weights that validation, checkpoints and test use).
+- How a run spends its budget: `FinalPhase` (its last share trains on whole photos at
+  the size of validation and test).
 - What keeps a run safe: `NonFiniteLossGuard` (stops on a NaN loss before a checkpoint
   holds it), `SaveOnInterrupt` (Ctrl-C / SIGTERM save last.ckpt), `LastCheckpoint`
   (last.ckpt, also written when training ends).
@@ -40,7 +42,9 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 from torch.optim import Optimizer
 
+from segpets.data.transforms import train_transform
 from segpets.errors import ConfigError, SegpetsError
+from segpets.schedules import budget_fraction
 from segpets.visual import denormalize, triptych_grid
 
 
@@ -389,6 +393,90 @@ def ema_update(
         torch._foreach_lerp_(averages, currents, 1.0 - warm)
     else:
         torch._foreach_copy_(averages, currents)
+
+
+class FinalPhase(Callback):
+    """Trains the last part of the budget on whole photos at the size of validation and test.
+
+    Until `start`, the share of the budget spent (`segpets.schedules.budget_fraction`: time
+    with `trainer.max_time`, else epochs or steps), the run trains on the data's own
+    augmentation, such as smaller random crops (`data.train_size`) that make steps cheaper.
+    From the first epoch after it, it trains on `augment`, which must end at
+    `data.image_size` squares (None: resize only), as the FixRes recipe fine-tunes at test
+    resolution (Touvron et al. 2019): the network and its batch-norm statistics then see
+    pets at the scale and with the borders they are scored on. The switch is kept in
+    checkpoints, so a run resumed after it trains on `augment` from its first epoch.
+    """
+
+    OPTION = "callbacks.final_phase.augment"
+
+    def __init__(self, start: float = 0.8, augment: Sequence[Any] | None = None) -> None:
+        if not 0.0 < start < 1.0:
+            raise ConfigError(
+                f"callbacks.final_phase.start must be in (0, 1), the share of the budget "
+                f"after which training switches to the final phase, got {start}"
+            )
+        self.start = start
+        self.augment = list(augment) if augment is not None else None
+        self.started = False
+        self._reload_every: int | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if stage != "fit":
+            return
+        if not hasattr(trainer.datamodule, "train_at_image_size"):
+            raise ConfigError(
+                "callbacks.final_phase needs a data module with train_at_image_size "
+                f"(segpets.data.OxfordPetDataModule), got {type(trainer.datamodule).__name__}"
+            )
+        if budget_fraction(trainer) is None:
+            raise ConfigError(
+                "callbacks.final_phase starts at a share of the budget, but the run has "
+                "none: set trainer.max_time, trainer.max_epochs or trainer.max_steps"
+            )
+        datamodule = trainer.datamodule
+        # A pipeline that does not end at image_size fails now, not after most of the budget.
+        train_transform(
+            self.augment,
+            datamodule.image_size,
+            datamodule.mean,
+            datamodule.std,
+            self.OPTION,
+            "data.image_size",
+        )
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.started:  # resumed after the switch; no loader worker has started yet
+            self._switch(trainer, rebuild_loader=False)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        spent = budget_fraction(trainer, epochs_done=trainer.current_epoch + 1)
+        if not self.started and spent is not None and spent >= self.start:
+            self._switch(trainer, rebuild_loader=True)
+            rank_zero_info(
+                f"Final phase from epoch {trainer.current_epoch + 1} ({spent:.0%} of the "
+                f"budget spent): training at {trainer.datamodule.image_size} px"
+            )
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._reload_every is not None:  # the loader is rebuilt by now
+            trainer.reload_dataloaders_every_n_epochs = self._reload_every
+            self._reload_every = None
+
+    def _switch(self, trainer: L.Trainer, rebuild_loader: bool) -> None:
+        trainer.datamodule.train_at_image_size(self.augment, self.OPTION)
+        self.started = True
+        if rebuild_loader:
+            # Loader workers hold copies of the old pipeline: the Trainer's own setting
+            # builds the train loader again at the next epoch, whose start sets it back.
+            self._reload_every = trainer.reload_dataloaders_every_n_epochs
+            trainer.reload_dataloaders_every_n_epochs = 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"started": self.started}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.started = bool(state_dict.get("started", False))
 
 
 class TrainingClock(Callback):

@@ -45,6 +45,24 @@ def time_fraction(trainer: L.Trainer) -> TimeFraction | None:
     return fraction
 
 
+def budget_fraction(trainer: L.Trainer, epochs_done: int | None = None) -> float | None:
+    """The share of the run's budget spent, in [0, 1]: the largest of the time, epoch and
+    step shares among the limits the Trainer has (max_time, max_epochs, max_steps); None
+    when it has none of them, as with `max_epochs=-1` and no max_time. `epochs_done`
+    defaults to `trainer.current_epoch`, which at an epoch's end still counts it as running.
+    """
+    shares = []
+    spent_time = time_fraction(trainer)
+    if spent_time is not None:
+        shares.append(spent_time())
+    if trainer.max_epochs is not None and trainer.max_epochs > 0:
+        epochs = trainer.current_epoch if epochs_done is None else epochs_done
+        shares.append(epochs / trainer.max_epochs)
+    if trainer.max_steps > 0:
+        shares.append(trainer.global_step / trainer.max_steps)
+    return min(max(shares), 1.0) if shares else None
+
+
 def warmup_cosine(
     optimizer: Optimizer,
     total_steps: float,

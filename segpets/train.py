@@ -37,6 +37,7 @@ from segpets.checkpointing import resume_checkpoint, write_atomically
 from segpets.cli import CONFIG_PATH, exit_on_user_error, run, to_container
 from segpets.composing import run_task
 from segpets.cost import forward_gflops
+from segpets.errors import ConfigError
 from segpets.loggers import close_loggers, log_results
 from segpets.module import MONITOR
 from segpets.precision import machine
@@ -86,6 +87,7 @@ def _fit_and_test(
     ckpt_path: str | None,
     output_dir: Path,
 ) -> dict[str, Any]:
+    check_test_checkpoint(cfg.get("test_checkpoint", "best"), trainer.callbacks)
     started = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -102,6 +104,7 @@ def _fit_and_test(
     last = next(
         (c.best_model_path for c in checkpoints if not c.monitor and c.best_model_path), None
     )
+    scored = last if cfg.get("test_checkpoint", "best") == "last" else best
     metrics: dict[str, Any] = {
         "seed": cfg.seed,
         "precision": str(cfg.trainer.precision),
@@ -115,16 +118,17 @@ def _fit_and_test(
         "best_checkpoint": best,
         "last_checkpoint": last,
         "best_epoch": _epoch_of(best),
+        "scored_checkpoint": scored,
         "epochs_trained": trainer.current_epoch,
         "global_step": trainer.global_step,
     }
     metrics["val"] = _stage_metrics(
-        trainer.validate(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+        trainer.validate(module, datamodule=datamodule, ckpt_path=scored, verbose=False)
     )
     if cfg.get("test"):
         tested = time.perf_counter()
         metrics["test"] = _stage_metrics(
-            trainer.test(module, datamodule=datamodule, ckpt_path=best, verbose=False)
+            trainer.test(module, datamodule=datamodule, ckpt_path=scored, verbose=False)
         )
         seconds = time.perf_counter() - tested
         metrics["test_images_per_second"] = round(len(module.test_scores) / seconds, 2)
@@ -141,6 +145,22 @@ def _fit_and_test(
         )
         _print_summary(metrics, output_dir)
     return metrics
+
+
+def check_test_checkpoint(choice: str, callbacks: list) -> None:
+    """`test_checkpoint` is best or last, and for last a callback writes last.ckpt."""
+    if choice not in ("best", "last"):
+        raise ConfigError(
+            f"test_checkpoint must be best (the best val Dice) or last (the weights training "
+            f"ended with), got {choice!r}"
+        )
+    writers = [c for c in callbacks if isinstance(c, ModelCheckpoint) and not c.monitor]
+    if choice == "last" and not writers:
+        raise ConfigError(
+            "test_checkpoint=last but no callback writes last.ckpt: keep "
+            "callbacks.last_checkpoint (configs/callbacks/default.yaml) or set "
+            "test_checkpoint=best"
+        )
 
 
 def _write_worst(

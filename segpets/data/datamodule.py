@@ -132,6 +132,20 @@ class OxfordPetDataModule(L.LightningDataModule):
         self._build((split,))
         return self._datasets[split]
 
+    def train_at_image_size(self, augment: Sequence[A.BasicTransform], option: str) -> None:
+        """Train on `augment` (listed at config `option`), ending at image_size squares,
+        the size of validation and test, from the next train loader on.
+
+        The train dataset, if built, takes the new pipeline at once; loader workers hold
+        copies of it, so a Trainer must build its train loader again (FinalPhase does).
+        """
+        self.train_transform = train_transform(
+            augment, self.image_size, self.mean, self.std, option, "data.image_size"
+        )
+        self.train_size = self.image_size
+        if "train" in self._datasets:
+            self._datasets["train"].transform = self.train_transform
+
     def train_dataloader(self) -> DataLoader:
         dataset = self.dataset("train")
         options = self._loader_options()

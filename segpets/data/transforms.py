@@ -75,12 +75,13 @@ def build_transform(
     augment: Sequence[A.BasicTransform | A.BaseCompose],
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    option: str = "augment.train",
 ) -> A.Compose:
     """`augment`, then `A.Normalize(mean, std)` and `ToTensorV2` (image float32 CHW)."""
     for transform in augment:
         if not isinstance(transform, A.BasicTransform | A.BaseCompose):
             raise ConfigError(
-                f"augment.train must list Albumentations transforms, got {transform!r}; "
+                f"{option} must list Albumentations transforms, got {transform!r}; "
                 "give each entry a _target_ (e.g. albumentations.HorizontalFlip) so Hydra "
                 "instantiates it"
             )
@@ -99,24 +100,27 @@ def train_transform(
     train_size: int,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
+    option: str = "augment.train",
+    size_option: str = "data.train_size",
 ) -> A.Compose:
     """The training pipeline, ending at `train_size` squares; without `augment` it
     resizes, as eval does.
 
     One non-square probe image goes through it, so that a pipeline that does not end at
-    train_size x train_size fails here, with the option to fix, and not in the collate.
+    train_size x train_size fails here, naming the config `option` that lists it and the
+    `size_option` it must end at, and not in the collate.
     """
     if augment is None:
         return eval_transform(train_size, mean, std)
-    transform = build_transform(list(augment), mean, std)
+    transform = build_transform(list(augment), mean, std, option)
     probe = np.zeros((train_size + 16, 2 * train_size + 8, 3), np.uint8)
     height, width = transform(image=probe, mask=probe[..., 0])["image"].shape[-2:]
     if (height, width) != (train_size, train_size):
         raise ConfigError(
-            f"augment.train turns a {probe.shape[0]}x{probe.shape[1]} image into "
-            f"{height}x{width}, but batches need data.train_size x data.train_size "
+            f"{option} turns a {probe.shape[0]}x{probe.shape[1]} image into "
+            f"{height}x{width}, but batches need {size_option} x {size_option} "
             f"({train_size}x{train_size}): end the list with a transform that outputs that "
             "size, e.g. albumentations.Resize or RandomResizedCrop with size "
-            "[${data.train_size}, ${data.train_size}]"
+            f"[${{{size_option}}}, ${{{size_option}}}]"
         )
     return transform

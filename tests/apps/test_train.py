@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 
 import pytest
 import torch
@@ -78,6 +79,42 @@ def test_training_writes_the_run_dir(synthetic_root, tmp_path):
             float(r["time/train_seconds"]) for r in csv.DictReader(f) if r["time/train_seconds"]
         ]
     assert len(times) == 2 and 0 < times[0] < times[1] <= metrics["train_seconds"]
+
+
+def test_test_checkpoint_last_scores_the_weights_training_ended_with(synthetic_root, tmp_path):
+    from segpets.eval import evaluate
+
+    overrides = [*tiny_run_overrides(synthetic_root), *TINY_UNET, "trainer.max_epochs=3"]
+    metrics = train(compose_train(tmp_path, [*overrides, "test_checkpoint=last"]))
+    last = tmp_path / "run" / "checkpoints" / "last.ckpt"
+    assert metrics["scored_checkpoint"] == metrics["last_checkpoint"] == str(last)
+    # segpets.eval on last.ckpt gives the test Dice training reported.
+    scored = evaluate(compose_train(tmp_path / "eval", [f"ckpt_path={last}"], "eval"), [])
+    assert scored["dice"] == pytest.approx(metrics["test"]["test/dice"], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["test_checkpoint=final"], "test_checkpoint must be best (the best val Dice) or last"),
+        (
+            ["test_checkpoint=last", "callbacks.last_checkpoint=null"],
+            "test_checkpoint=last but no callback writes last.ckpt",
+        ),
+    ],
+)
+def test_a_bad_test_checkpoint_is_refused_before_training(
+    overrides, message, synthetic_root, tmp_path
+):
+    from segpets.errors import ConfigError
+
+    cfg = compose_train(
+        tmp_path,
+        [*tiny_run_overrides(synthetic_root), *TINY_UNET, "trainer.max_epochs=1", *overrides],
+    )
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        train(cfg)
+    assert not (tmp_path / "run" / "checkpoints").exists()
 
 
 def test_training_learns_two_batches_by_heart(synthetic_root, tmp_path):
