@@ -410,7 +410,7 @@ class FinalPhase(Callback):
 
     OPTION = "callbacks.final_phase.augment"
 
-    def __init__(self, start: float = 0.8, augment: Sequence[Any] | None = None) -> None:
+    def __init__(self, start: float = 0.75, augment: Sequence[Any] | None = None) -> None:
         if not 0.0 < start < 1.0:
             raise ConfigError(
                 f"callbacks.final_phase.start must be in (0, 1), the share of the budget "
@@ -424,17 +424,17 @@ class FinalPhase(Callback):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
-        if not hasattr(trainer.datamodule, "train_at_image_size"):
+        datamodule = trainer.datamodule
+        if not hasattr(datamodule, "train_at_image_size"):
             raise ConfigError(
                 "callbacks.final_phase needs a data module with train_at_image_size "
-                f"(segpets.data.OxfordPetDataModule), got {type(trainer.datamodule).__name__}"
+                f"(segpets.data.OxfordPetDataModule), got {type(datamodule).__name__}"
             )
         if budget_fraction(trainer) is None:
             raise ConfigError(
                 "callbacks.final_phase starts at a share of the budget, but the run has "
                 "none: set trainer.max_time, trainer.max_epochs or trainer.max_steps"
             )
-        datamodule = trainer.datamodule
         # A pipeline that does not end at image_size fails now, not after most of the budget.
         train_transform(
             self.augment,

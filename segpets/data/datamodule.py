@@ -132,9 +132,9 @@ class OxfordPetDataModule(L.LightningDataModule):
         self._build((split,))
         return self._datasets[split]
 
-    def train_at_image_size(self, augment: Sequence[A.BasicTransform], option: str) -> None:
-        """Train on `augment` (listed at config `option`), ending at image_size squares,
-        the size of validation and test, from the next train loader on.
+    def train_at_image_size(self, augment: Sequence[A.BasicTransform] | None, option: str) -> None:
+        """Train on `augment` (listed at config `option`; None: resize only), ending at
+        image_size squares, the size of validation and test, from the next train loader on.
 
         The train dataset, if built, takes the new pipeline at once; loader workers hold
         copies of it, so a Trainer must build its train loader again (FinalPhase does).
