@@ -42,12 +42,12 @@ CURVES = ("train/loss_epoch", "val/loss", "train/dice", "val/dice")
 TIME = "time/train_seconds"
 COLUMNS = (
     "run", "group", "seed", "status", "model", "loss", "upsample", "augment", "precision",
-    "epochs", "parameters", "gflops_forward", "best_val_dice", "best_epoch", "test_dice",
+    "epochs", "parameters", "gflops_forward", "val_dice", "best_epoch", "test_dice",
     "test_dice_dataset", "test_iou", "lowest_val_loss_epoch", "train_seconds",
     "test_images_per_second", "overrides",
 )  # fmt: skip
 GROUP_COLUMNS = (
-    "group", "seeds", "runs", "best_val_dice", "best_val_dice_std", "test_dice", "test_dice_std",
+    "group", "seeds", "runs", "val_dice", "val_dice_std", "test_dice", "test_dice_std",
     "test_dice_ci_low", "test_dice_ci_high", "test_images", "test_dice_dataset",
     "test_dice_dataset_std", "train_seconds", "parameters", "gflops_forward",
     "test_images_per_second", "test_root", "overrides",
@@ -137,7 +137,7 @@ def read_run(run: Path, root: Path) -> dict[str, Any]:
         **describe(config if config is not None else OmegaConf.create({}), choices),
         "parameters": metrics.get("parameters"),
         "gflops_forward": metrics.get("gflops_forward"),
-        "best_val_dice": metrics.get("val", {}).get("val/dice"),
+        "val_dice": metrics.get("val", {}).get("val/dice"),
         "best_epoch": metrics.get("best_epoch"),
         "test_dice": test.get("test/dice"),
         "test_dice_dataset": test.get("test/dice_dataset"),
@@ -210,7 +210,7 @@ class Group:
 
 def group_runs(rows: Sequence[dict[str, Any]]) -> list[Group]:
     """Runs grouped by their overrides minus the seed, named, summarised and sorted by mean
-    best val Dice (the best first; test scores never choose the order)."""
+    val Dice of the tested checkpoints (the best first; test scores never choose the order)."""
     by_key: dict[tuple[str, ...] | None, list[dict[str, Any]]] = {}
     for row in rows:
         by_key.setdefault(row["group_key"], []).append(row)
@@ -220,8 +220,8 @@ def group_runs(rows: Sequence[dict[str, Any]]) -> list[Group]:
         group.summary = summarize(group)
         for run in group.runs:
             run["group"] = group.name
-        group.runs.sort(key=lambda run: _descending(run.get("best_val_dice")))
-    groups.sort(key=lambda group: _descending(group.summary["best_val_dice"].mean))
+        group.runs.sort(key=lambda run: _descending(run.get("val_dice")))
+    groups.sort(key=lambda group: _descending(group.summary["val_dice"].mean))
     return groups
 
 
@@ -277,7 +277,7 @@ def summarize(group: Group) -> dict[str, Any]:
     dice = group.image_dice
     first = next(iter(finished), {})
     return {
-        "best_val_dice": stats.mean_std([r["best_val_dice"] for r in finished]),
+        "val_dice": stats.mean_std([r["val_dice"] for r in finished]),
         "test_dice": stats.mean_std([r["test_dice"] for r in finished]),
         "test_dice_dataset": stats.mean_std([r["test_dice_dataset"] for r in finished]),
         "train_seconds": stats.mean_std([r["train_seconds"] for r in finished]),
@@ -297,8 +297,8 @@ def group_row(group: Group) -> dict[str, Any]:
         "group": group.name,
         "seeds": len(group.finished),
         "runs": len(group.runs),
-        "best_val_dice": s["best_val_dice"].mean,
-        "best_val_dice_std": s["best_val_dice"].std,
+        "val_dice": s["val_dice"].mean,
+        "val_dice_std": s["val_dice"].std,
         "test_dice": s["test_dice"].mean,
         "test_dice_std": s["test_dice"].std,
         "test_dice_ci_low": ci[0],
@@ -575,7 +575,7 @@ def _ci(interval: tuple[float, float] | None) -> str:
 def group_table(groups: Sequence[Group]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the groups table in report.md and report.html."""
     header = [
-        "group", "seeds", "best val Dice", "test Dice (per image)", "test Dice 95% CI (images)",
+        "group", "seeds", "val Dice", "test Dice (per image)", "test Dice 95% CI (images)",
         "test Dice (dataset)", "train s", "parameters", "GFLOPs", "test img/s",
     ]  # fmt: skip
     cells = []
@@ -586,7 +586,7 @@ def group_table(groups: Sequence[Group]) -> tuple[list[str], list[list[str]]]:
         )
         cells.append(
             [
-                group.name, seeds, _cell(s["best_val_dice"]), _cell(s["test_dice"]),
+                group.name, seeds, _cell(s["val_dice"]), _cell(s["test_dice"]),
                 _ci(s["test_dice_ci"]), _cell(s["test_dice_dataset"]),
                 _formatted(s["train_seconds"].mean, ".1f"), _cell(s["parameters"]),
                 _formatted(s["gflops_forward"], ".3g"),
@@ -609,7 +609,7 @@ def comparison_table(comparisons: Sequence[dict[str, Any]]) -> tuple[list[str], 
     return header, cells
 
 
-RUN_TABLE = ("run", "group", "seed", "status", "best_val_dice", "test_dice", "best_epoch",
+RUN_TABLE = ("run", "group", "seed", "status", "val_dice", "test_dice", "best_epoch",
              "lowest_val_loss_epoch", "train_seconds")  # fmt: skip
 
 
@@ -632,7 +632,7 @@ def _markdown(
 
 
 def _best(groups: Sequence[Group]) -> int | None:
-    return 0 if groups and groups[0].summary["best_val_dice"].mean is not None else None
+    return 0 if groups and groups[0].summary["val_dice"].mean is not None else None
 
 
 def write_markdown(
@@ -643,7 +643,7 @@ def write_markdown(
         f"# segpets report: {root}",
         "",
         f"{runs} runs in {len(groups)} groups (runs that differ only in their seed), sorted "
-        "by mean best val Dice; ** marks the best. Mean ± std over the finished seeds.",
+        "by mean val Dice; ** marks the best. Mean ± std over the finished seeds.",
         "",
         *_markdown(*group_table(groups), best=_best(groups)),
         "",
@@ -713,7 +713,7 @@ def write_html(root: Path, groups: Sequence[Group], comparisons: Sequence[dict[s
         f"<h1>segpets report: {html.escape(str(root))}</h1>",
         "<h2>Groups</h2>",
         "<p>Runs that differ only in their seed form a group; mean ± std over its finished "
-        "seeds, sorted by mean best val Dice (the best in bold).</p>",
+        "seeds, sorted by mean val Dice (the best in bold).</p>",
         _html_table(*group_table(groups), best=_best(groups)),
         "<h2>Comparisons</h2>",
         f"<p>{html.escape(method_note(comparisons, groups))}</p>",

@@ -65,7 +65,7 @@ def test_a_two_run_sweep_then_the_report(synthetic_root, tmp_path):
         "precision",
         "epochs",
         "parameters",
-        "best_val_dice",
+        "val_dice",
         "best_epoch",
         "test_dice",
         "test_dice_dataset",
@@ -77,7 +77,7 @@ def test_a_two_run_sweep_then_the_report(synthetic_root, tmp_path):
     finished = [row for row in rows if row["status"] == "finished"]
     assert {row["upsample"] for row in finished} == {"deconv", "bilinear"}
     assert [row["status"] for row in rows].count("unfinished or failed") == 1
-    dice = [float(row["best_val_dice"]) for row in finished]
+    dice = [float(row["val_dice"]) for row in finished]
     assert dice == sorted(dice, reverse=True)
     assert all(
         int(row["parameters"]) > 0 and row["lowest_val_loss_epoch"] != "" for row in finished
