@@ -419,15 +419,16 @@ class FinalPhase(Callback):
         self.start = start
         self.augment = list(augment) if augment is not None else None
         self.started = False
+        self._transform: Any = None  # the final phase's pipeline, built by setup
         self._reload_every: int | None = None
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if stage != "fit":
             return
         datamodule = trainer.datamodule
-        if not hasattr(datamodule, "train_at_image_size"):
+        if not hasattr(datamodule, "set_train_transform"):
             raise ConfigError(
-                "callbacks.final_phase needs a data module with train_at_image_size "
+                "callbacks.final_phase needs a data module with set_train_transform "
                 f"(segpets.data.OxfordPetDataModule), got {type(datamodule).__name__}"
             )
         if budget_fraction(trainer) is None:
@@ -435,8 +436,8 @@ class FinalPhase(Callback):
                 "callbacks.final_phase starts at a share of the budget, but the run has "
                 "none: set trainer.max_time, trainer.max_epochs or trainer.max_steps"
             )
-        # A pipeline that does not end at image_size fails now, not after most of the budget.
-        train_transform(
+        # Built now: a pipeline that does not end at image_size fails before the first step.
+        self._transform = train_transform(
             self.augment,
             datamodule.image_size,
             datamodule.mean,
@@ -464,7 +465,7 @@ class FinalPhase(Callback):
             self._reload_every = None
 
     def _switch(self, trainer: L.Trainer, rebuild_loader: bool) -> None:
-        trainer.datamodule.train_at_image_size(self.augment, self.OPTION)
+        trainer.datamodule.set_train_transform(self._transform, trainer.datamodule.image_size)
         self.started = True
         if rebuild_loader:
             # Loader workers hold copies of the old pipeline: the Trainer's own setting

@@ -87,7 +87,7 @@ def _fit_and_test(
     ckpt_path: str | None,
     output_dir: Path,
 ) -> dict[str, Any]:
-    check_test_checkpoint(cfg.get("test_checkpoint", "best"), trainer.callbacks)
+    tested_checkpoint = check_test_checkpoint(cfg.get("test_checkpoint", "best"), trainer.callbacks)
     started = time.perf_counter()
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
@@ -104,7 +104,7 @@ def _fit_and_test(
     last = next(
         (c.best_model_path for c in checkpoints if not c.monitor and c.best_model_path), None
     )
-    scored = last if cfg.get("test_checkpoint", "best") == "last" else best
+    scored = last if tested_checkpoint == "last" else best
     metrics: dict[str, Any] = {
         "seed": cfg.seed,
         "precision": str(cfg.trainer.precision),
@@ -147,8 +147,9 @@ def _fit_and_test(
     return metrics
 
 
-def check_test_checkpoint(choice: str, callbacks: list) -> None:
-    """`test_checkpoint` is best or last, and for last a callback writes last.ckpt."""
+def check_test_checkpoint(choice: str, callbacks: list) -> str:
+    """`choice`, the test_checkpoint option, once it is best, or last with a callback that
+    writes last.ckpt."""
     if choice not in ("best", "last"):
         raise ConfigError(
             f"test_checkpoint must be best (the best val Dice) or last (the weights training "
@@ -161,6 +162,7 @@ def check_test_checkpoint(choice: str, callbacks: list) -> None:
             "callbacks.last_checkpoint (configs/callbacks/default.yaml) or set "
             "test_checkpoint=best"
         )
+    return choice
 
 
 def _write_worst(

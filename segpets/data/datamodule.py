@@ -132,19 +132,16 @@ class OxfordPetDataModule(L.LightningDataModule):
         self._build((split,))
         return self._datasets[split]
 
-    def train_at_image_size(self, augment: Sequence[A.BasicTransform] | None, option: str) -> None:
-        """Train on `augment` (listed at config `option`; None: resize only), ending at
-        image_size squares, the size of validation and test, from the next train loader on.
+    def set_train_transform(self, transform: A.Compose, size: int) -> None:
+        """Train on `transform`, which outputs `size` squares, from the next train loader on.
 
-        The train dataset, if built, takes the new pipeline at once; loader workers hold
-        copies of it, so a Trainer must build its train loader again (FinalPhase does).
+        The train dataset, if built, takes it at once; loader workers hold copies of the
+        old one, so a Trainer must build its train loader again (FinalPhase does).
         """
-        self.train_transform = train_transform(
-            augment, self.image_size, self.mean, self.std, option, "data.image_size"
-        )
-        self.train_size = self.image_size
+        self.train_transform = transform
+        self.train_size = size
         if "train" in self._datasets:
-            self._datasets["train"].transform = self.train_transform
+            self._datasets["train"].transform = transform
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.dataset("train")

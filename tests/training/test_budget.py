@@ -14,7 +14,7 @@ from segpets.callbacks import EMA, ema_update
 from segpets.checkpointing import read_checkpoint
 from segpets.errors import ConfigError
 from segpets.eval import evaluate
-from segpets.schedules import time_fraction, warmup_cosine
+from segpets.schedules import budget_fraction, time_fraction, warmup_cosine
 from segpets.train import train
 from tests.helpers import TINY_UNET, compose_train, tiny_run_overrides
 
@@ -92,6 +92,18 @@ def test_a_resumed_run_continues_the_schedule_where_it_stopped(clock):
     assert factor(budget_scheduler(resumed), 300) == pytest.approx(before)
     clock.now += 60
     assert factor(budget_scheduler(resumed), 301) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_the_budget_spent_is_the_time_share_when_time_runs_out_first(clock):
+    trainer = L.Trainer(
+        max_time={"seconds": 100}, max_epochs=10, logger=False, enable_checkpointing=False
+    )
+    started_timer(trainer)
+    clock.now += 40
+    assert budget_fraction(trainer, epochs_done=1) == pytest.approx(0.4)  # not 1/10
+    assert budget_fraction(trainer, epochs_done=5) == pytest.approx(0.5)  # epochs lead now
+    clock.now += 80
+    assert budget_fraction(trainer) == 1.0
 
 
 def test_without_max_time_the_schedule_counts_steps_as_before():
