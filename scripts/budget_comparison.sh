@@ -8,6 +8,10 @@
 # MINUTES (default 10) is each run's training time, SEEDS (default "1 2 3") the seeds;
 # extra segpets overrides for the budget runs go in BUDGET_OVERRIDES. A run whose
 # metrics.json exists is kept, so a comparison that was stopped resumes where it stopped.
+# On a CPU with native bf16, limiting the kernels to AVX2 stands in for one without it
+# (precision=auto reads the CPU's flags, so pass the float32 that it would pick there):
+#   ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 BUDGET_OVERRIDES=trainer.precision=32-true \
+#     bash scripts/budget_comparison.sh DATA_ROOT OUT_DIR
 set -euo pipefail
 data_root=$(realpath "${1:?usage: budget_comparison.sh DATA_ROOT [OUT_DIR]}")
 out=${2:-logs/budget_comparison}
