@@ -101,9 +101,7 @@ def _fit_and_test(
     checkpoints = [c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)]
     # A fast_dev_run saves no checkpoint (None): val and test then score the weights in memory.
     best = next((c.best_model_path for c in checkpoints if c.monitor and c.best_model_path), None)
-    last = next(
-        (c.best_model_path for c in checkpoints if not c.monitor and c.best_model_path), None
-    )
+    last = next((c.best_model_path for c in _last_writers(checkpoints) if c.best_model_path), None)
     scored = last if tested_checkpoint == "last" else best
     metrics: dict[str, Any] = {
         "seed": cfg.seed,
@@ -155,14 +153,18 @@ def check_test_checkpoint(choice: str, callbacks: list) -> str:
             f"test_checkpoint must be best (the best val Dice) or last (the weights training "
             f"ended with), got {choice!r}"
         )
-    writers = [c for c in callbacks if isinstance(c, ModelCheckpoint) and not c.monitor]
-    if choice == "last" and not writers:
+    if choice == "last" and not _last_writers(callbacks):
         raise ConfigError(
             "test_checkpoint=last but no callback writes last.ckpt: keep "
             "callbacks.last_checkpoint (configs/callbacks/default.yaml) or set "
             "test_checkpoint=best"
         )
     return choice
+
+
+def _last_writers(callbacks: list) -> list[ModelCheckpoint]:
+    """The checkpoint callbacks that monitor nothing: those writing last.ckpt."""
+    return [c for c in callbacks if isinstance(c, ModelCheckpoint) and not c.monitor]
 
 
 def _write_worst(
