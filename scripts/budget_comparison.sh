@@ -12,6 +12,8 @@
 # (precision=auto reads the CPU's flags, so pass the float32 that it would pick there):
 #   ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2 BUDGET_OVERRIDES=trainer.precision=32-true \
 #     bash scripts/budget_comparison.sh DATA_ROOT OUT_DIR
+# Run under `taskset -c 0` (one core), that brings a Zen 4 EPYC down to about the step time of
+# a 2-core AVX2-only CPU (docs/budget.md).
 set -euo pipefail
 data_root=$(realpath "${1:?usage: budget_comparison.sh DATA_ROOT [OUT_DIR]}")
 out=${2:-logs/budget_comparison}
