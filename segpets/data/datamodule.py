@@ -1,7 +1,7 @@
 """Oxford-IIIT Pet (or its synthetic stand-in) as a LightningDataModule.
 
 `prepare_data` (one process per node) downloads or generates the files, and with
-`cache=True` builds the decoded-image cache (segpets/data/cache.py); `setup` (every
+`cache` set builds the decoded-image cache (segpets/data/cache.py); `setup` (every
 process) reads the lists, checks the files and reports the samples it leaves out in one
 warning. Call `prepare_data()` before `setup()` when using it outside a Trainer.
 """
@@ -35,6 +35,7 @@ STAGE_SPLITS = {
     "predict": ("test",),
 }
 SHOWN_SKIPPED = 5  # how many left-out samples the warning names
+CACHED_SPLITS = {True: SPLITS, "train": ("train",)}  # data.cache -> the splits it serves
 
 
 class OxfordPetDataModule(L.LightningDataModule):
@@ -45,7 +46,9 @@ class OxfordPetDataModule(L.LightningDataModule):
     predicts at; both end with Normalize(mean, std) and ToTensorV2.
     With `synthetic`, `prepare_data` writes that generator's dataset to `root`.
     With `cache`, samples are read from squares of cache_size(image_size) pixels decoded
-    once into `cache_dir`, and used only while they match the files (else decoded again).
+    once into `cache_dir`, and used only while they match the files (else decoded again):
+    every split's with `cache=True`, the train split's alone with `cache="train"`, so that
+    val and test are scored on the photos exactly as without a cache.
     """
 
     def __init__(
@@ -63,7 +66,7 @@ class OxfordPetDataModule(L.LightningDataModule):
         pin_memory: bool | None = None,
         prefetch_factor: int | str = AUTO,
         synthetic: SyntheticPets | None = None,
-        cache: bool = False,
+        cache: bool | str = False,
         cache_dir: str | None = None,
         train_size: int | None = None,
     ) -> None:
@@ -88,9 +91,15 @@ class OxfordPetDataModule(L.LightningDataModule):
                 "data.download=true and data.synthetic both set: synthetic data is generated, "
                 "not downloaded; drop one of them"
             )
+        if not (isinstance(cache, bool) or cache == "train"):
+            raise ConfigError(
+                f"data.cache must be false, true (every split) or train (the train split "
+                f"alone), got {cache!r}"
+            )
         if cache and not cache_dir:
             raise ConfigError(
-                "data.cache=true needs data.cache_dir, the folder for the decoded images"
+                f"data.cache={str(cache).lower()} needs data.cache_dir, the folder for the "
+                "decoded images"
             )
         self.root = Path(root)
         self.image_size = image_size
@@ -106,6 +115,7 @@ class OxfordPetDataModule(L.LightningDataModule):
         self.prefetch_factor = prefetch_factor
         self.synthetic = synthetic
         self.cache = DecodedImageCache(root, cache_dir, cache_size(image_size)) if cache else None
+        self.cached_splits = CACHED_SPLITS[cache] if cache else ()
         # Built now so that a bad augment config fails before any data is read.
         self.train_transform = train_transform(augment, train_size, self.mean, self.std)
         self.eval_transform = eval_transform(image_size, self.mean, self.std)
@@ -191,10 +201,11 @@ class OxfordPetDataModule(L.LightningDataModule):
     def _build(self, splits: Sequence[str]) -> None:
         """Read and check the splits not built yet; one warning for all left-out samples."""
         new = [split for split in splits if split not in self._datasets]
-        manifest = self._fresh_cache_manifest() if new else None
+        cached = set(new) & set(self.cached_splits)
+        manifest = self._fresh_cache_manifest() if cached else None
         for split in new:
             transform = self.train_transform if split == "train" else self.eval_transform
-            if manifest is None:
+            if manifest is None or split not in cached:
                 dataset = OxfordPetDataset(
                     self.root, split, self.boundary, transform, self.val_every
                 )
@@ -222,7 +233,7 @@ class OxfordPetDataModule(L.LightningDataModule):
         manifest = self.cache.fresh_manifest()
         if manifest is None:
             rank_zero_warn(
-                f"data.cache=true, but the decoded-image cache {self.cache.path} is missing or "
+                f"data.cache is set, but the decoded-image cache {self.cache.path} is missing or "
                 "stale (built from other files or sizes; prepare_data builds it): decoding "
                 "the files instead"
             )

@@ -46,8 +46,9 @@ def test_cache_size_is_a_little_larger():
 
 
 def test_cache_needs_a_folder(synthetic_root: Path):
-    with pytest.raises(ConfigError, match=r"data\.cache_dir"):
-        OxfordPetDataModule(str(synthetic_root), cache=True)
+    for cache in (True, "train"):
+        with pytest.raises(ConfigError, match=r"data\.cache_dir"):
+            OxfordPetDataModule(str(synthetic_root), cache=cache)
 
 
 def test_cached_samples_equal_the_decoded_pipeline(synthetic_root: Path, tmp_path: Path):
@@ -85,6 +86,27 @@ def test_cached_samples_stay_close_to_the_uncached_ones(synthetic_root: Path, tm
         # Normalised units: 0.1 is about 6 grey levels on average.
         assert (a["image"] - b["image"]).abs().mean() < 0.1
         assert (a["mask"] == b["mask"]).float().mean() > 0.95
+
+
+def test_train_cache_leaves_val_and_test_on_the_files(synthetic_root: Path, tmp_path: Path):
+    """data.cache=train: training reads the cache; val and test decode the photos, so they
+    are scored on exactly the samples of an uncached run."""
+    cached_dm = datamodule(synthetic_root, tmp_path / "cache", cache="train")
+    cached_dm.prepare_data()
+    uncached_dm = datamodule(synthetic_root, tmp_path / "cache", cache=False)
+    assert isinstance(cached_dm.dataset("train"), CachedOxfordPetDataset)
+    for split in ("val", "test"):
+        dataset, reference = cached_dm.dataset(split), uncached_dm.dataset(split)
+        assert type(dataset) is OxfordPetDataset
+        for index in range(len(dataset)):
+            assert torch.equal(dataset[index]["image"], reference[index]["image"])
+            assert torch.equal(dataset[index]["mask"], reference[index]["mask"])
+
+
+@pytest.mark.parametrize("cache", ["val", "yes", 1])
+def test_cache_option_must_be_a_known_value(synthetic_root: Path, tmp_path: Path, cache):
+    with pytest.raises(ConfigError, match=r"data\.cache must be false, true .* or train"):
+        datamodule(synthetic_root, tmp_path / "cache", cache=cache)
 
 
 def test_same_seed_gives_the_same_augmented_samples(synthetic_root: Path, tmp_path: Path):
