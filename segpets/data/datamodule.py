@@ -93,7 +93,7 @@ class OxfordPetDataModule(L.LightningDataModule):
             )
         if not (isinstance(cache, bool) or cache == "train"):
             raise ConfigError(
-                f"data.cache must be false, true (every split) or train (the train split "
+                "data.cache must be false, true (every split) or train (the train split "
                 f"alone), got {cache!r}"
             )
         if cache and not cache_dir:
