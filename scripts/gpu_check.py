@@ -434,6 +434,9 @@ class Check:
             "-p",
             "no:cacheprovider",
             "--continue-on-collection-errors",
+            # One process: the project's `-n auto` would start one per core, all on one GPU.
+            "-o",
+            "addopts=-ra --strict-markers",
         )
         self.run(Step("pytest", command, self.timeout("pytest")), pytest_figures)
 

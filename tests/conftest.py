@@ -10,6 +10,25 @@ NO_GPU = (
 )
 
 
+def _share_the_cores_between_workers() -> None:
+    """Under pytest-xdist, each worker's compute threads (and those of the apps its tests
+    start) get an equal share of the cores: two workers with torch's default of one thread
+    per core would run twice as many threads as cores, each waiting on the others."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers <= 1:
+        return
+    import torch
+
+    from segpets.data.loading import available_cpus
+
+    threads = max(1, available_cpus() // workers)
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the apps' processes
+    torch.set_num_threads(threads)
+
+
+_share_the_cores_between_workers()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Skip `gpu`-marked tests, with the reason, where torch sees no CUDA GPU."""
     gpu_items = [item for item in items if item.get_closest_marker("gpu") is not None]
