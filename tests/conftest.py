@@ -12,8 +12,8 @@ NO_GPU = (
 
 def _share_the_cores_between_workers() -> None:
     """Under pytest-xdist, each worker's compute threads (and those of the apps its tests
-    start) get an equal share of the cores: two workers with torch's default of one thread
-    per core would run twice as many threads as cores, each waiting on the others."""
+    start) get an equal share of the cores, not torch's default of one thread per core in
+    every worker: two workers would otherwise run two threads on each core."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers <= 1:
         return
