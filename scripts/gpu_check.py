@@ -435,8 +435,8 @@ class Check:
             "no:cacheprovider",
             "--continue-on-collection-errors",
             # One process: the project's `-n auto` would start one per core, all on one GPU.
-            "-o",
-            "addopts=-ra --strict-markers",
+            "-n",
+            "0",
         )
         self.run(Step("pytest", command, self.timeout("pytest")), pytest_figures)
 

@@ -10,11 +10,11 @@ NO_GPU = (
 )
 
 
-def _share_the_cores_between_workers() -> None:
+def pytest_configure(config: pytest.Config) -> None:
     """Under pytest-xdist, each worker's compute threads (and those of the apps its tests
     start) get an equal share of the cores, not torch's default of one thread per core in
     every worker: two workers would otherwise run two threads on each core."""
-    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    workers = getattr(config, "workerinput", {}).get("workercount", 1)
     if workers <= 1:
         return
     import torch
@@ -24,9 +24,6 @@ def _share_the_cores_between_workers() -> None:
     threads = max(1, available_cpus() // workers)
     os.environ["OMP_NUM_THREADS"] = str(threads)  # inherited by the apps' processes
     torch.set_num_threads(threads)
-
-
-_share_the_cores_between_workers()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
