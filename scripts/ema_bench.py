@@ -17,7 +17,7 @@ from torch.optim.swa_utils import AveragedModel
 
 from segpets.bench import time_alternating
 from segpets.callbacks import ema_update, warmed_decay
-from segpets.models import ResNet34UNet
+from segpets.models import ResNetUNet
 from segpets.precision import machine
 
 
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     args = parser.parse_args()
 
-    model, decay = ResNet34UNet(), 0.99
+    model, decay = ResNetUNet(), 0.99
     averages = {
         "segpets EMA (fused lerp)": AveragedModel(
             model, use_buffers=True, multi_avg_fn=functools.partial(ema_update, decay=decay)

@@ -13,51 +13,37 @@ import argparse
 import importlib.util
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
-from omegaconf import OmegaConf
 from torch import nn
 
+from segpets.composing import compose_app_config
 from segpets.cost import count_flops
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
-MODEL_CONFIGS = REPO_ROOT / "configs" / "model"
 
 
 @dataclass(frozen=True)
 class Row:
     name: str
     options: str  # the command-line choice, e.g. "model=deeplabv3 model.backbone=resnet101"
-    config: str
-    overrides: tuple[tuple[str, object], ...] = ()
     needs: str | None = None  # an optional package the model imports
+
+    @property
+    def config(self) -> str:
+        """The model config file the options choose: "deeplabv3"."""
+        return self.options.split()[0].removeprefix("model=")
 
 
 ROWS = (
-    Row("UNet", "model=unet", "unet"),
-    Row("Attention U-Net", "model=attention_unet", "attention_unet"),
-    Row("ResNet34-UNet", "model=resnet34_unet", "resnet34_unet"),
-    Row(
-        "ResNet34-UNet, smp's decoder",
-        "model=resnet34_unet model.upsample=nearest",
-        "resnet34_unet",
-        (("upsample", "nearest"),),
-    ),
-    Row("DeepLabV3-ResNet50", "model=deeplabv3", "deeplabv3"),
-    Row(
-        "DeepLabV3-ResNet101",
-        "model=deeplabv3 model.backbone=resnet101",
-        "deeplabv3",
-        (("backbone", "resnet101"),),
-    ),
-    Row(
-        "smp Unet-ResNet34",
-        "model=smp",
-        "smp",
-        needs="segmentation_models_pytorch",
-    ),
+    Row("UNet", "model=unet"),
+    Row("Attention U-Net", "model=attention_unet"),
+    Row("ResNet18-UNet", "model=resnet18_unet"),
+    Row("ResNet34-UNet", "model=resnet34_unet"),
+    Row("ResNet34-UNet, smp's decoder", "model=resnet34_unet model.upsample=nearest"),
+    Row("ResNet50-UNet", "model=resnet50_unet"),
+    Row("DeepLabV3-ResNet50", "model=deeplabv3"),
+    Row("DeepLabV3-ResNet101", "model=deeplabv3 model.backbone=resnet101"),
+    Row("smp Unet-ResNet34", "model=smp", needs="segmentation_models_pytorch"),
 )
 
 
@@ -71,11 +57,10 @@ def measure(model: nn.Module, size: int, device: str | torch.device = "meta") ->
 
 
 def build(row: Row) -> nn.Module:
-    cfg = OmegaConf.load(MODEL_CONFIGS / f"{row.config}.yaml")
-    for key, value in row.overrides:
-        cfg[key] = value
+    """The model `row.options` choose, composed as `python -m segpets.train` composes it."""
+    cfg = compose_app_config("train", row.options.split())
     with torch.device("meta"):
-        return instantiate(cfg)
+        return instantiate(cfg.model)
 
 
 def table(size: int = 256) -> str:

@@ -26,7 +26,7 @@ from segpets.cost import forward_gflops
 from segpets.data import OxfordPetDataModule
 from segpets.losses import BCELoss, DiceLoss, WeightedSum
 from segpets.metrics import BinarySegmentationMetrics, per_image_scores
-from segpets.models import ResNet34UNet
+from segpets.models import ResNetUNet
 from segpets.precision import machine
 from segpets.scores import TEST_SCORES, write_scores
 
@@ -89,7 +89,7 @@ def main() -> None:
     data = OxfordPetDataModule(root, image_size=IMAGE_SIZE, batch_size=BATCH_SIZE, num_workers=0)
     train_loader = DataLoader(data.dataset("train"), batch_size=BATCH_SIZE, shuffle=True)
     test_loader = DataLoader(data.dataset("test"), batch_size=BATCH_SIZE)
-    model = ResNet34UNet()
+    model = ResNetUNet(encoder="resnet34")
 
     epochs, steps, seconds = train(model, train_loader, args.minutes)
     results, rows = test(model, test_loader)

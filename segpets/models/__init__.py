@@ -4,7 +4,7 @@ from segpets.models.attention_unet import AttentionUNet
 from segpets.models.base import SegmentationModel
 from segpets.models.deeplab import DeepLabV3
 from segpets.models.ensemble import EnsembleModel
-from segpets.models.resnet34_unet import ResNet34UNet
+from segpets.models.resnet_unet import ResNet34UNet, ResNetUNet
 from segpets.models.smp_adapter import SMPModel
 from segpets.models.unet import UNet
 
@@ -13,6 +13,7 @@ __all__ = [
     "DeepLabV3",
     "EnsembleModel",
     "ResNet34UNet",
+    "ResNetUNet",
     "SMPModel",
     "SegmentationModel",
     "UNet",

@@ -127,7 +127,7 @@ class UpBlock(nn.Module):
     """Decoder stage: upsample (to `out_channels`, or keeping the input's channels for
     `nearest`), concatenate the encoder skip, DoubleConv to `out_channels`.
 
-    `skip_channels=0` makes a stage without skip (the last ResNet34UNet stage). A `gate`
+    `skip_channels=0` makes a stage without skip (the last ResNetUNet stage). A `gate`
     (an AttentionGate, set by AttentionUNet) reweighs the skip first, gated by the
     block's input; without one the block is the plain U-Net stage.
     """

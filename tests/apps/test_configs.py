@@ -85,7 +85,7 @@ def test_command_line_overrides_reach_the_objects(tmp_path: Path):
         ],
     )
     module = build_module(cfg)
-    assert type(module.model).__name__ == "ResNet34UNet"
+    assert type(module.model).__name__ == "ResNetUNet"
     assert module.loss.terms["tversky"].alpha == 0.7
     assert module.optimizer_factory(params=module.parameters()).param_groups[0]["lr"] == 0.01
     assert cfg.trainer.precision == 16

@@ -11,8 +11,9 @@ from omegaconf import OmegaConf
 from torch.export import Dim
 
 from segpets.errors import ConfigError
-from segpets.models import ResNet34UNet, SegmentationModel, UNet
+from segpets.models import ResNetUNet, SegmentationModel, UNet
 from segpets.models.blocks import NearestUpsample
+from tests.helpers import compose_train
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 
@@ -23,7 +24,7 @@ SMALL_RESNET = {"decoder_channels": (32, 16, 16, 8, 8)}
 def build(name: str, upsample: str = "deconv", **kwargs) -> SegmentationModel:
     if name == "unet":
         return UNet(upsample=upsample, **TINY_UNET, **kwargs)
-    return ResNet34UNet(upsample=upsample, **SMALL_RESNET, **kwargs)
+    return ResNetUNet(upsample=upsample, **SMALL_RESNET, **kwargs)
 
 
 def resnet34_encoder_state_dict() -> dict[str, torch.Tensor]:
@@ -50,7 +51,7 @@ def test_nearest_upsampling_repeats_pixels_and_keeps_the_channels() -> None:
     assert up.out_channels == 8 and not list(up.parameters())
     torch.testing.assert_close(up(x), x.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3))
     # The stage's convolutions take the upsampled input and the skip, unreduced.
-    model = ResNet34UNet(upsample="nearest")
+    model = ResNetUNet(upsample="nearest")
     first_convs = [block.conv[0][0].in_channels for block in model.decoder]
     assert first_convs == [512 + 256, 256 + 128, 128 + 64, 64 + 64, 32]
 
@@ -66,7 +67,7 @@ def test_resnet34_unet_with_nearest_upsampling_is_smps_unet() -> None:
 
     torch.manual_seed(0)
     theirs = smp.Unet("resnet34", encoder_weights=None, classes=1).eval()
-    ours = ResNet34UNet(upsample="nearest").eval()
+    ours = ResNetUNet(upsample="nearest").eval()
     encoder = {k: v for k, v in theirs.encoder.state_dict().items() if not k.startswith("fc.")}
     ours.encoder.load_state_dict(encoder)
     ours_keys = list(ours.decoder.state_dict())
@@ -113,7 +114,7 @@ def test_other_input_channels_and_classes(name: str) -> None:
     assert model(torch.randn(1, 4, 64, 64)).shape == (1, 2, 64, 64)
 
 
-@pytest.mark.parametrize("model_class", [UNet, ResNet34UNet])
+@pytest.mark.parametrize("model_class", [UNet, ResNetUNet])
 def test_unknown_upsample_is_a_config_error(model_class: type[SegmentationModel]) -> None:
     message = "model.upsample must be one of ['bilinear', 'deconv', 'nearest'], got 'bicubic'"
     with pytest.raises(ConfigError, match=re.escape(message)):
@@ -124,15 +125,50 @@ def test_bad_widths_and_decoder_channels_are_config_errors() -> None:
     with pytest.raises(ConfigError, match=re.escape("model.widths must list at least 2")):
         UNet(widths=(8,))
     with pytest.raises(ConfigError, match=re.escape("model.decoder_channels must list 5")):
-        ResNet34UNet(decoder_channels=(16, 8))
+        ResNetUNet(decoder_channels=(16, 8))
 
 
 def test_resnet34_encoder_loads_torchvision_weights() -> None:
-    model = ResNet34UNet(**SMALL_RESNET)
+    model = ResNetUNet(**SMALL_RESNET)
     state = resnet34_encoder_state_dict()
     assert set(model.encoder.state_dict()) == set(state)
     model.encoder.load_state_dict(state)
     torch.testing.assert_close(model.encoder.layer4[2].conv2.weight, state["layer4.2.conv2.weight"])
+
+
+@pytest.mark.parametrize(
+    ("encoder", "skips", "blocks"),
+    [
+        ("resnet18", (64, 64, 128, 256, 512), [2, 2, 2, 2]),
+        ("resnet34", (64, 64, 128, 256, 512), [3, 4, 6, 3]),
+        ("resnet50", (64, 256, 512, 1024, 2048), [3, 4, 6, 3]),
+    ],
+)
+def test_model_encoder_picks_the_torchvision_resnet(encoder, skips, blocks, tmp_path) -> None:
+    """`model=<encoder>_unet` builds that ResNet under the same decoder: torchvision's
+    weights (minus fc) load, each stage's features have smp's channel counts."""
+    cfg = compose_train(
+        tmp_path, [f"model={encoder}_unet", "model.decoder_channels=[32,16,16,8,8]"]
+    )
+    model = hydra.utils.instantiate(cfg.model).eval()
+    assert cfg.model.encoder == encoder
+    assert [len(model.encoder.get_submodule(f"layer{i}")) for i in range(1, 5)] == blocks
+    state = getattr(torchvision.models, encoder)(weights=None).state_dict()
+    model.encoder.load_state_dict({k: v for k, v in state.items() if not k.startswith("fc.")})
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        features = model.encoder(x)
+        logits = model(x)
+    assert tuple(f.shape[1] for f in features) == model.encoder.out_channels == skips
+    assert [f.shape[-1] for f in features] == [32, 16, 8, 4, 2]
+    assert model.decoder[0].up.in_channels == skips[-1]
+    assert logits.shape == (1, 1, 64, 64)
+
+
+def test_unknown_encoder_names_the_choices() -> None:
+    message = "model.encoder='resnet101' is not one of resnet18, resnet34, resnet50"
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        ResNetUNet(encoder="resnet101")
 
 
 def test_default_parameter_counts() -> None:
@@ -140,7 +176,7 @@ def test_default_parameter_counts() -> None:
     encoder = sum(p.numel() for p in resnet34.parameters()) - sum(
         p.numel() for p in resnet34.fc.parameters()
     )
-    resnet = ResNet34UNet()
+    resnet = ResNetUNet()
     assert sum(p.numel() for p in resnet.encoder.parameters()) == encoder == 21_284_672
     assert 24.0e6 < sum(p.numel() for p in resnet.parameters()) < 24.7e6  # smp.Unet: 24.4M
     assert 30.5e6 < sum(p.numel() for p in UNet().parameters()) < 31.5e6  # the paper: 31M

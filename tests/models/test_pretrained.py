@@ -18,7 +18,7 @@ from segpets.callbacks import CheckInputNormalization, FreezeEncoder, encoder_ca
 from segpets.checkpointing import CONFIG_KEY, load_model
 from segpets.constants import IMAGENET_MEAN, IMAGENET_STD
 from segpets.errors import ConfigError
-from segpets.models import DeepLabV3, ResNet34UNet, UNet
+from segpets.models import DeepLabV3, ResNetUNet, UNet
 from segpets.models.pretrained import hub_cache_path
 from segpets.train import build_datamodule, build_module
 from tests.helpers import compose_train, tiny_run_overrides
@@ -33,7 +33,7 @@ def resnet34_state(seed: int = 0, with_fc: bool = True) -> dict[str, torch.Tenso
     return {k: v for k, v in state.items() if with_fc or not k.startswith("fc.")}
 
 
-def resnet34_unet(tmp_path: Path, *overrides: str) -> ResNet34UNet:
+def resnet34_unet(tmp_path: Path, *overrides: str) -> ResNetUNet:
     """The model as `python -m segpets.train model=resnet34_unet ...` would build it."""
     cfg = compose_train(
         tmp_path, ["model=resnet34_unet", f"model.decoder_channels={SMALL_DECODER}", *overrides]
@@ -70,22 +70,30 @@ def test_pretrained_path_loads_the_given_weights(with_fc: bool, tmp_path: Path) 
 
 def test_pretrained_path_errors_say_what_is_wrong(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"model.pretrained=.*nowhere.pth: no such file"):
-        ResNet34UNet(pretrained=str(tmp_path / "nowhere.pth"))
+        ResNetUNet(pretrained=str(tmp_path / "nowhere.pth"))
     (tmp_path / "notes.pth").write_text("not weights")
     with pytest.raises(ConfigError, match="not a readable PyTorch file"):
-        ResNet34UNet(pretrained=str(tmp_path / "notes.pth"))
+        ResNetUNet(pretrained=str(tmp_path / "notes.pth"))
     torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "r18.pth")
     message = (
         r"its keys do not fit the encoder \(missing layer1.2.bn1.bias, .* and \d+ more\)\. "
         r"Expected a torchvision-style resnet34 state dict \(with or without fc.\*\)"
     )
     with pytest.raises(ConfigError, match=message):
-        ResNet34UNet(pretrained=str(tmp_path / "r18.pth"))
+        ResNetUNet(pretrained=str(tmp_path / "r18.pth"))
+    # The same file fits model=resnet18_unet.
+    resnet18 = resnet34_unet(
+        tmp_path, "model=resnet18_unet", f"model.pretrained={tmp_path / 'r18.pth'}"
+    )
+    torch.testing.assert_close(
+        resnet18.encoder.layer4[1].conv2.weight,
+        torch.load(tmp_path / "r18.pth")["layer4.1.conv2.weight"],
+    )
     torch.save(resnet34_state(), tmp_path / "r34.pth")
     with pytest.raises(
         ConfigError, match=r"shape mismatch for conv1\.weight.*model\.in_channels=3"
     ):
-        ResNet34UNet(in_channels=4, pretrained=str(tmp_path / "r34.pth"))
+        ResNetUNet(in_channels=4, pretrained=str(tmp_path / "r34.pth"))
 
 
 def test_deeplab_backbone_takes_torchvision_resnet_weights() -> None:
@@ -133,23 +141,31 @@ def test_imagenet_is_read_from_the_hub_cache_without_network(offline_hub: Path, 
     assert [type(c) for c in encoder_callbacks(model)] == [CheckInputNormalization]
 
 
+def test_imagenet_weights_follow_the_encoder(offline_hub: Path, tmp_path) -> None:
+    with pytest.raises(InstantiationException) as wrapped:
+        resnet34_unet(tmp_path, "model=resnet50_unet", "model.pretrained=imagenet")
+    message = str(wrapped.value.__cause__)
+    assert message.startswith("model.pretrained=imagenet: the ResNet50_Weights.IMAGENET1K_V2")
+    assert str(offline_hub / "resnet50-11ad3fa6.pth") in message
+
+
 def test_a_damaged_cached_file_says_to_delete_it(offline_hub: Path) -> None:
     offline_hub.mkdir(parents=True)
     (offline_hub / "resnet34-b627a593.pth").write_bytes(b"PK\x03\x04 truncated")
     with pytest.raises(
         ConfigError, match=r"the cached file .*resnet34-b627a593.pth is not a readable"
     ):
-        ResNet34UNet(pretrained="imagenet")
+        ResNetUNet(pretrained="imagenet")
 
 
 def test_checkpoints_load_without_the_pretrained_weights(offline_hub: Path) -> None:
     # Eval on another machine: the checkpoint holds the weights; imagenet must not be fetched.
-    trained = ResNet34UNet(decoder_channels=SMALL_DECODER)
+    trained = ResNetUNet(decoder_channels=SMALL_DECODER)
     checkpoint = {
         "state_dict": {f"model.{k}": v for k, v in trained.state_dict().items()},
         CONFIG_KEY: {
             "model": {
-                "_target_": "segpets.models.ResNet34UNet",
+                "_target_": "segpets.models.ResNetUNet",
                 "decoder_channels": SMALL_DECODER,
                 "pretrained": "imagenet",
             }
@@ -157,6 +173,20 @@ def test_checkpoints_load_without_the_pretrained_weights(offline_hub: Path) -> N
     }
     model = load_model(checkpoint, OmegaConf.create(checkpoint[CONFIG_KEY]), "run.ckpt")
     torch.testing.assert_close(model.encoder.conv1.weight, trained.encoder.conv1.weight)
+
+
+def test_checkpoints_of_the_resnet34_only_model_still_load() -> None:
+    # Runs saved before model.encoder existed name segpets.models.ResNet34UNet, no encoder.
+    trained = ResNetUNet(decoder_channels=SMALL_DECODER)
+    checkpoint = {
+        "state_dict": {f"model.{k}": v for k, v in trained.state_dict().items()},
+        CONFIG_KEY: {
+            "model": {"_target_": "segpets.models.ResNet34UNet", "decoder_channels": SMALL_DECODER}
+        },
+    }
+    model = load_model(checkpoint, OmegaConf.create(checkpoint[CONFIG_KEY]), "old.ckpt")
+    assert [len(model.encoder.get_submodule(f"layer{i}")) for i in range(1, 5)] == [3, 4, 6, 3]
+    torch.testing.assert_close(model.head.weight, trained.head.weight)
 
 
 def test_data_normalisation_must_match_imagenet_weights() -> None:
@@ -179,13 +209,13 @@ def test_config_defaults_are_the_imagenet_statistics(tmp_path: Path) -> None:
 
 def test_encoder_callbacks_follow_the_model_options() -> None:
     assert encoder_callbacks(UNet(widths=(4, 8))) == []
-    assert encoder_callbacks(ResNet34UNet(decoder_channels=SMALL_DECODER)) == []
+    assert encoder_callbacks(ResNetUNet(decoder_channels=SMALL_DECODER)) == []
     (freeze,) = encoder_callbacks(
-        ResNet34UNet(decoder_channels=SMALL_DECODER, freeze_encoder_epochs=2)
+        ResNetUNet(decoder_channels=SMALL_DECODER, freeze_encoder_epochs=2)
     )
     assert isinstance(freeze, FreezeEncoder) and freeze.epochs == 2
     with pytest.raises(ConfigError, match="must be a whole number of epochs"):
-        ResNet34UNet(freeze_encoder_epochs=-1)
+        ResNetUNet(freeze_encoder_epochs=-1)
 
 
 def test_freezing_refuses_several_processes() -> None:

@@ -93,6 +93,10 @@ def bad_input_cases(synthetic_root: Path, tiny_run: Path, tmp_path: Path) -> dic
             ["Could not find 'model/unet3'", "unet", "resnet34_unet"],
         ),
         "negative lr": ([*tiny, "optimizer.lr=-1"], ["optimizer", "Invalid learning rate: -1"]),
+        "unknown encoder": (
+            [*tiny[2:], "model=resnet34_unet", "model.encoder=resnet99"],
+            ["model.encoder='resnet99' is not one of resnet18, resnet34, resnet50", "model=smp"],
+        ),
         "zero batch": (
             [*tiny, "data.batch_size=0"],
             ["data.batch_size must be a positive integer"],
@@ -120,7 +124,7 @@ def bad_input_cases(synthetic_root: Path, tiny_run: Path, tmp_path: Path) -> dic
                 "model=resnet34_unet",
                 f"ckpt_path={tiny_run / 'checkpoints' / 'best.ckpt'}",
             ],
-            ["do not fit segpets.models.ResNet34UNet"],
+            ["do not fit segpets.models.ResNetUNet"],
         ),
         "bad precision": ([*tiny, "trainer.precision=17"], ["trainer:", "precision"]),
     }

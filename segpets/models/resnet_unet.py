@@ -1,10 +1,11 @@
-"""U-Net decoder on a ResNet34 encoder, laid out like segmentation_models.pytorch's Unet."""
+"""U-Net decoder on a torchvision ResNet encoder, laid out like segmentation_models.pytorch's Unet."""
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torchvision
 from torch import nn
+from torchvision.models import ResNet, WeightsEnum
 
 from segpets.errors import ConfigError
 from segpets.models.base import SegmentationModel
@@ -16,25 +17,42 @@ from segpets.models.pretrained import (
     resnet_stem,
 )
 
+ENCODERS: dict[str, tuple[Callable[..., ResNet], WeightsEnum]] = {
+    "resnet18": (torchvision.models.resnet18, torchvision.models.ResNet18_Weights.IMAGENET1K_V1),
+    "resnet34": (torchvision.models.resnet34, torchvision.models.ResNet34_Weights.IMAGENET1K_V1),
+    "resnet50": (torchvision.models.resnet50, torchvision.models.ResNet50_Weights.IMAGENET1K_V2),
+}
+"""`model.encoder` choices: torchvision's builder and the weights `model.pretrained=imagenet` loads."""
 
-class ResNet34Encoder(nn.Module):
-    """torchvision's ResNet34 without avgpool and fc, returning features at strides 2..32.
+
+def encoder_spec(name: str) -> tuple[Callable[..., ResNet], WeightsEnum]:
+    if name not in ENCODERS:
+        raise ConfigError(
+            f"model.encoder={name!r} is not one of {', '.join(ENCODERS)}. Other encoders: "
+            "model=smp model.encoder=NAME (segmentation-models-pytorch, an optional extra)"
+        )
+    return ENCODERS[name]
+
+
+class ResNetEncoder(nn.Module):
+    """A torchvision ResNet without avgpool and fc, returning features at strides 2..32.
 
     Submodule names are torchvision's, so an ImageNet state dict (minus `fc.*`) loads
     with `load_state_dict` (`model.pretrained`).
     """
 
-    out_channels = (64, 64, 128, 256, 512)
-
-    def __init__(self, in_channels: int = 3) -> None:
+    def __init__(self, name: str = "resnet34", in_channels: int = 3) -> None:
         super().__init__()
-        resnet = torchvision.models.resnet34(weights=None)
+        builder, _ = encoder_spec(name)
+        resnet = builder(weights=None)
         self.conv1 = resnet.conv1
         if in_channels != 3:
             self.conv1 = resnet_stem(in_channels)
         self.bn1, self.relu, self.maxpool = resnet.bn1, resnet.relu, resnet.maxpool
         self.layer1, self.layer2 = resnet.layer1, resnet.layer2
         self.layer3, self.layer4 = resnet.layer3, resnet.layer4
+        expansion = type(resnet.layer1[0]).expansion  # 1 for basic blocks, 4 for bottlenecks
+        self.out_channels = (64, *(width * expansion for width in (64, 128, 256, 512)))
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         stem = self.relu(self.bn1(self.conv1(x)))
@@ -44,11 +62,12 @@ class ResNet34Encoder(nn.Module):
         return [stem, x1, x2, x3, self.layer4(x3)]
 
 
-class ResNet34UNet(SegmentationModel):
-    """ResNet34 encoder and five up blocks back to the input resolution.
+class ResNetUNet(SegmentationModel):
+    """A ResNet encoder (`encoder`: resnet18, resnet34 or resnet50) and five up blocks
+    back to the input resolution.
 
     Skips come from layer3, layer2, layer1 and the stem (stride 2); the last block has
-    none. Skips and `decoder_channels` are those of smp's `Unet("resnet34")`. With
+    none. Skips and `decoder_channels` are those of smp's `Unet(encoder)`. With
     `upsample="nearest"` the decoder is smp's too (nearest 2x, concatenate, two convs);
     `deconv` and `bilinear` reduce the channels to the block's width before concatenating,
     which costs fewer FLOPs (docs/models.md).
@@ -67,6 +86,7 @@ class ResNet34UNet(SegmentationModel):
         self,
         in_channels: int = 3,
         classes: int = 1,
+        encoder: str = "resnet34",
         decoder_channels: Sequence[int] = (256, 128, 64, 32, 16),
         upsample: str = "deconv",
         pretrained: str | None = "none",
@@ -79,12 +99,12 @@ class ResNet34UNet(SegmentationModel):
                 f"model.decoder_channels must list 5 channel counts (one per decoder block), got {list(decoder_channels)}"
             )
         self.freeze_encoder_epochs = check_freeze_epochs(freeze_encoder_epochs)
-        self.encoder = ResNet34Encoder(in_channels)
+        self.encoder = ResNetEncoder(encoder, in_channels)
         self.input_normalization = load_pretrained(
             self.encoder,
             pretrained,
-            torchvision.models.ResNet34_Weights.IMAGENET1K_V1,
-            "a torchvision-style resnet34 state dict",
+            encoder_spec(encoder)[1],
+            f"a torchvision-style {encoder} state dict",
         )
         *skip_channels, in_deepest = self.encoder.out_channels
         self.decoder = nn.ModuleList(
@@ -103,3 +123,8 @@ class ResNet34UNet(SegmentationModel):
         for block in self.decoder:
             x = block(x, skips.pop() if skips else None)
         return self.head(x)
+
+
+ResNet34UNet = ResNetUNet
+"""The name configs and checkpoints written before `model.encoder` existed give the model
+(their `_target_`); they omit `encoder`, so they build the ResNet34 they were trained with."""
