@@ -178,5 +178,7 @@ def test_experiment_budget_composes_and_runs(synthetic_root, tmp_path):
     assert cfg.trainer.max_time == "00:00:10:00" and cfg.trainer.max_epochs == -1
     assert "ema" not in cfg.callbacks  # callbacks=ema scored no better (docs/budget.md)
     assert cfg.data.train_size == 48  # three quarters of data.image_size, whatever it is
+    recipe = compose_train(tmp_path / "recipe", ["experiment=budget"])
+    assert recipe.model.encoder == "resnet18"  # it scored higher than resnet34 (docs/budget.md)
     metrics = train(cfg)
     assert 0.0 <= metrics["test"]["test/dice"] <= 1.0
