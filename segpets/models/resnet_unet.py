@@ -38,12 +38,12 @@ class ResNetEncoder(nn.Module):
     """A torchvision ResNet without avgpool and fc, returning features at strides 2..32.
 
     Submodule names are torchvision's, so an ImageNet state dict (minus `fc.*`) loads
-    with `load_state_dict` (`model.pretrained`).
+    with `load_state_dict` (`model.pretrained`); `imagenet` names torchvision's weights.
     """
 
     def __init__(self, name: str = "resnet34", in_channels: int = 3) -> None:
         super().__init__()
-        builder, _ = encoder_spec(name)
+        builder, self.imagenet = encoder_spec(name)
         resnet = builder(weights=None)
         self.conv1 = resnet.conv1
         if in_channels != 3:
@@ -103,7 +103,7 @@ class ResNetUNet(SegmentationModel):
         self.input_normalization = load_pretrained(
             self.encoder,
             pretrained,
-            encoder_spec(encoder)[1],
+            self.encoder.imagenet,
             f"a torchvision-style {encoder} state dict",
         )
         *skip_channels, in_deepest = self.encoder.out_channels
