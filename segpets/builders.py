@@ -11,10 +11,11 @@ import torch
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from segpets.cli import to_container
 from segpets.errors import ConfigError
+from segpets.inference import check_tta
 from segpets.precision import check_accelerator, resolve_precision
 
 
@@ -79,6 +80,7 @@ def optimizer_factory(cfg: DictConfig) -> Any:
 
 def build_module(cfg: DictConfig) -> L.LightningModule:
     """The LightningModule described by `cfg`, carrying `cfg` into its checkpoints."""
+    check_tta(OmegaConf.select(cfg, "module.tta", default="none"))
     scheduler = instantiate(cfg.scheduler) if cfg.get("scheduler") else None
     module = instantiate(
         cfg.module,

@@ -27,7 +27,7 @@ CONFIG_KEY = "segpets_config"
 """The checkpoint key holding the resolved config of the run that wrote it."""
 
 # Top-level keys of the train config that a checkpoint's user may replace when reusing it.
-REPLACEABLE = ("data", "augment", "model", "module", "trainer")
+REPLACEABLE = ("data", "augment", "model", "module", "trainer", "tta", "postprocess")
 
 
 # ---------------------------------------------------------------------------- writing

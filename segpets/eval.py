@@ -11,8 +11,10 @@ Writes into its run dir:
   boundary_dice and interior_dice besides the scores training writes.
 - `worst.png`: the `worst` lowest-Dice images with their errors coloured (none for 0).
 
-With `tta=none resolution=input` the mean per-image Dice is exactly the `test/dice` that
-training reported for the same checkpoint and data.
+The checkpoint's run decides the test-time augmentation (`tta`) and the post-processing
+(`postprocess`) unless the command line names them (`tta=none postprocess=none` scores
+the network alone). With `resolution=input` the mean per-image Dice is exactly the
+`test/dice` that training reported for the same checkpoint and data.
 """
 
 import json
@@ -45,7 +47,7 @@ from segpets.analysis import (
 from segpets.cli import CONFIG_PATH, exit_on_user_error, run
 from segpets.data.loading import AUTO, loader_options
 from segpets.errors import ConfigError
-from segpets.inference import check_tta, predict_probabilities
+from segpets.inference import check_tta, postprocess_name
 from segpets.metrics import BinarySegmentationMetrics, per_image_scores_from_probabilities
 from segpets.runtime import configure_runtime
 from segpets.scores import write_scores
@@ -153,6 +155,8 @@ def _summary(cfg: DictConfig, report: dict[str, Any], threshold: float) -> str:
             f"outline band Dice {report['boundary_dice']:.4f}, interior Dice "
             f"{report['interior_dice']:.4f}; calibration error (ECE) {report['ece']:.4f}",
             advice,
+            f"prediction: tta={report['tta']}, postprocess={report['postprocess'] or 'none'} "
+            "(the run's unless named on the command line)",
             _groups_table("by species", report["by_species"], limit=5),
             _groups_table("by breed", report["by_breed"], limit=10),
         ]
@@ -164,7 +168,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     _check_options(cfg)
     configure_runtime(cfg)
     trained = load_for_inference(cfg, overrides)
-    model, run, device = trained.model, trained.run_config, trained.device
+    run, device = trained.run_config, trained.device
     threshold = trained.threshold
 
     datamodule = instantiate(run.data, augment=None)
@@ -182,7 +186,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     )
 
     def predict(images: torch.Tensor) -> torch.Tensor:
-        return predict_probabilities(model, images.to(device), cfg.tta).float()
+        return trained.probabilities(images.to(device)).float()
 
     scores = SplitScores(threshold, Path(dataset.root), device)
     output_dir = Path(cfg.paths.output_dir)
@@ -211,7 +215,8 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         **scores.report(),
         "images": len(scores.rows),
         "split": cfg.split,
-        "tta": cfg.tta,
+        "tta": trained.tta,
+        "postprocess": postprocess_name(trained.postprocess),
         "threshold": threshold,
         "resolution": cfg.resolution,
         "boundary": run.data.boundary,

@@ -202,6 +202,7 @@ def export(cfg: DictConfig, overrides: Sequence[str] = ()) -> Path:
             getattr(model, "output_stride", None),
             run_config.model,
             normalization_inside=True,
+            run_config=run_config,
         ),
         "opset": options.get("opset"),
         "segpets_version": segpets.__version__,

@@ -1,4 +1,5 @@
-"""Running a trained model: the device, autocast as the run trained, test-time augmentation.
+"""Running a trained model: the device, autocast as the run trained, test-time augmentation
+and post-processing.
 
 Reading checkpoints is `segpets.checkpointing`; setting a trained model up for eval,
 predict or export (checkpoint, device, precision, threshold) is `segpets.trained`.
@@ -52,6 +53,15 @@ def autocast(precision: Any, device: torch.device) -> contextlib.AbstractContext
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+PostProcess = Callable[[torch.Tensor], torch.Tensor]
+"""Boolean masks (..., H, W) to post-processed masks of the same shape (segpets.postprocess)."""
+
+
+def postprocess_name(postprocess: PostProcess | None) -> str | None:
+    """How metrics.json, eval and predict name a post-processing: its repr, or None."""
+    return None if postprocess is None else repr(postprocess)
+
+
 # Test-time augmentation: pairs of (transform, inverse) on (B, C, H, W) tensors.
 Flip = tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], torch.Tensor]]
 
@@ -100,15 +110,30 @@ def check_threshold(threshold: Any) -> None:
 
 @torch.no_grad()
 def predict_probabilities(
-    model: nn.Module, images: torch.Tensor, tta: str = "none"
+    model: nn.Module,
+    images: torch.Tensor,
+    tta: str = "none",
+    postprocess: PostProcess | None = None,
+    threshold: float = 0.5,
 ) -> torch.Tensor:
-    """Pet probabilities (B, 1, H, W): the sigmoid of the logits, averaged over the TTA views."""
+    """Pet probabilities (B, 1, H, W): the sigmoid of the logits, averaged over the TTA views,
+    then, with `postprocess`, made to threshold (at `threshold`) to its mask."""
     check_tta(tta)
     views = TTA[tta]
     total = torch.zeros((), device=images.device)
     for forward, inverse in views:
         total = total + inverse(model(forward(images)).float().sigmoid())
-    return total / len(views)
+    probs = total / len(views)
+    return probs if postprocess is None else postprocessed(probs, threshold, postprocess)
+
+
+def postprocessed(probs: torch.Tensor, threshold: float, postprocess: PostProcess) -> torch.Tensor:
+    """`probs` where `postprocess` keeps the mask `probs >= threshold`; 0 where it removes pet,
+    1 where it adds pet. Thresholding the result gives the post-processed mask, and a
+    resize before the threshold (predict's, at each photo's size) moves only its edges."""
+    mask = probs >= threshold
+    kept = postprocess(mask)
+    return torch.where(kept == mask, probs, kept.to(probs.dtype))
 
 
 def probabilities_at_size(probs: torch.Tensor, height: int, width: int) -> torch.Tensor:

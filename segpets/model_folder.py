@@ -30,8 +30,8 @@ import segpets
 from segpets.checkpointing import CONFIG_KEY, load_model, run_dir_of, write_atomically
 from segpets.cli import to_container
 from segpets.errors import SegpetsError
-from segpets.inference import pick_device
-from segpets.trained import TrainedModel
+from segpets.inference import pick_device, postprocess_name
+from segpets.trained import TrainedModel, inference_options
 
 WEIGHTS, CONFIG, NORMALIZATION, CARD = (
     "model.safetensors",
@@ -66,11 +66,13 @@ def io_contract(
     output_stride: int | None,
     model_config: DictConfig,
     normalization_inside: bool,
+    run_config: DictConfig,
 ) -> dict[str, Any]:
     """What a network takes and returns, as export's JSON and normalization.json state it.
 
     `normalization_inside`: the exported files normalise in their graph; a model folder's
-    weights are the plain network, whose callers normalise first.
+    weights are the plain network, whose callers normalise first. `run_config` says the
+    test-time augmentation and post-processing that segpets adds around the network.
     """
     size = int(data.image_size)
     if normalization_inside:
@@ -114,6 +116,14 @@ def io_contract(
         ),
         "output_stride": output_stride,
         "model": {"target": model_config._target_, "config": to_container(model_config)},
+        "prediction": {
+            "tta": str(OmegaConf.select(run_config, "tta", default=None) or "none"),
+            "postprocess": _postprocess_name(run_config),
+            "note": (
+                "segpets predicts with these around the network (segpets.inference."
+                "predict_probabilities); the network itself returns the logits alone"
+            ),
+        },
     }
 
 
@@ -209,6 +219,8 @@ def model_card(
         ("normalisation", f"mean {list(data.mean)}, std {list(data.std)}"),
         ("precision", str(OmegaConf.select(config, "trainer.precision", default=NOT_RECORDED))),
         ("threshold", f"{threshold:g} (probability from which a pixel is pet)"),
+        ("test-time augmentation", str(OmegaConf.select(config, "tta", default=None) or "none")),
+        ("post-processing", _postprocess_name(config)),
     ]
     for key, label in CARD_METRICS.items():
         value = metrics.get(key)
@@ -250,6 +262,11 @@ mask = segmenter.predict("photo.jpg")  # uint8 (H, W): 0 background, 255 pet
 # ---------------------------------------------------------------------------- writing
 
 
+def _postprocess_name(config: DictConfig) -> str:
+    """The run's post-processing as its card names it: the class and its options."""
+    return postprocess_name(inference_options(config)["postprocess"]) or "none"
+
+
 def save_folder(
     trained: TrainedModel, directory: str | Path, provenance: Mapping[str, Any]
 ) -> Path:
@@ -283,6 +300,7 @@ def save_folder(
         getattr(model, "output_stride", None),
         config.model,
         normalization_inside=False,
+        run_config=config,
     )
     card = model_card(config, parameters, trained.threshold, provenance)
     write_atomically(directory / CONFIG, OmegaConf.to_yaml(config).encode())
@@ -355,6 +373,7 @@ def load_folder(directory: str | Path, device: str = "auto") -> tuple[TrainedMod
         precision=OmegaConf.select(config, "trainer.precision", default=None),
         threshold=float(OmegaConf.select(config, "module.threshold", default=0.5)),
         checkpoints=[str(weights)],
+        **inference_options(config),
     )
     try:
         provenance = json.loads(metadata.get(PROVENANCE_KEY, "{}"))

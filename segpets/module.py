@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from segpets.constants import IGNORE_INDEX
-from segpets.metrics import BinarySegmentationMetrics, per_image_scores
+from segpets.inference import PostProcess, postprocessed, predict_probabilities
+from segpets.metrics import BinarySegmentationMetrics, per_image_scores_from_probabilities
 from segpets.schedules import time_fraction
 
 OptimizerFactory = Callable[..., torch.optim.Optimizer]
@@ -23,6 +24,8 @@ class SegmentationModule(L.LightningModule):
 
     `optimizer` and `scheduler` are partial callables (Hydra `_partial_: true`): the
     module completes them with its parameters and the run's total number of steps.
+    `tta` and `postprocess` shape the test's predictions as eval and predict shape them
+    (segpets.inference.predict_probabilities); training and validation score the logits.
     """
 
     run_config: dict[str, Any] | None = None
@@ -39,6 +42,8 @@ class SegmentationModule(L.LightningModule):
         ignore_index: int = IGNORE_INDEX,
         channels_last: bool = False,
         compile: bool = False,
+        tta: str = "none",
+        postprocess: PostProcess | None = None,
     ) -> None:
         super().__init__()
         self.model = model
@@ -48,13 +53,17 @@ class SegmentationModule(L.LightningModule):
         self.channels_last = channels_last
         self.threshold = threshold
         self.ignore_index = ignore_index
+        self.tta = tta
+        self.postprocess = postprocess
         self.test_scores: list[dict[str, Any]] = []
         """Per-image test scores of the last test run (name, dice, iou, true/pred fraction),
         gathered from every process: what training writes to test_per_image.csv."""
         # One metric object per stage ("train" cannot be a ModuleDict key: nn.Module.train).
         self.metrics = nn.ModuleDict(
             {
-                f"{stage}_metrics": BinarySegmentationMetrics(threshold, ignore_index)
+                f"{stage}_metrics": BinarySegmentationMetrics(
+                    threshold, ignore_index, from_logits=stage != "test"
+                )
                 for stage in ("train", "val", "test")
             }
         )
@@ -72,7 +81,8 @@ class SegmentationModule(L.LightningModule):
     def _shared_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self(batch["image"])
         loss = self.loss(logits, batch["mask"])
-        self.metrics[f"{stage}_metrics"].update(logits.detach(), batch["mask"])
+        if stage != "test":
+            self.metrics[f"{stage}_metrics"].update(logits.detach(), batch["mask"])
         self.log(
             f"{stage}/loss",
             loss,
@@ -91,12 +101,31 @@ class SegmentationModule(L.LightningModule):
         return self._shared_step(batch, "val")[1]
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
+        """The loss of the logits; the scores of the predictions (`predict_probabilities`)."""
         logits = self._shared_step(batch, "test")[1]
-        scores = per_image_scores(logits.detach(), batch["mask"], self.threshold, self.ignore_index)
+        probs = self.probabilities(batch["image"], logits.detach())
+        self.metrics["test_metrics"].update(probs, batch["mask"])
+        scores = per_image_scores_from_probabilities(
+            probs, batch["mask"], self.threshold, self.ignore_index
+        )
         columns = {key: value.tolist() for key, value in scores.items()}
         for index, name in enumerate(batch["name"]):
             self.test_scores.append({"name": name, **{k: v[index] for k, v in columns.items()}})
-        return logits
+        return probs
+
+    def probabilities(
+        self, images: torch.Tensor, logits: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Pet probabilities as eval and predict compute them: the test-time augmentation's
+        views averaged, then the post-processing at the threshold. `logits`, the network's
+        for `images` when already computed, spare the forward pass without augmentation."""
+        if self.tta == "none" and logits is not None:
+            probs = logits.float().sigmoid()
+        else:
+            probs = predict_probabilities(self, images, self.tta)
+        if self.postprocess is None:
+            return probs
+        return postprocessed(probs, self.threshold, self.postprocess)
 
     def _log_epoch_metrics(self, stage: str) -> None:
         # The metric reduces its sums across processes itself; Lightning must not again.

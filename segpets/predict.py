@@ -12,6 +12,8 @@ For every readable image it writes, under `output_dir`:
 
 Images are resized to the training size (`data.image_size`) and batched; the pet
 probabilities are resized back bilinearly to each image's own size and thresholded there.
+The run's test-time augmentation (`tta`) and post-processing (`postprocess`) apply unless
+the command line names others.
 Files that are not readable images are reported and skipped: the run goes on and exits
 with status 1 at the end. `predict(cfg, overrides)` is the plain function tests call;
 `main` is the Hydra shell around it.
@@ -47,7 +49,7 @@ from segpets.data.oxford_pet import (
 )
 from segpets.data.transforms import eval_transform
 from segpets.errors import ConfigError, DataError, SegpetsError
-from segpets.inference import check_tta, mask_at_size, predict_probabilities
+from segpets.inference import check_tta, mask_at_size, postprocess_name
 from segpets.metrics import per_image_scores_from_probabilities
 from segpets.runtime import configure_runtime
 from segpets.trained import load_for_inference
@@ -311,7 +313,7 @@ def predict(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     _check_options(cfg)
     configure_runtime(cfg)
     trained = load_for_inference(cfg, overrides)
-    model, device, threshold = trained.model, trained.device, trained.threshold
+    device, threshold = trained.device, trained.threshold
     data = trained.run_config.data
     check_boundary(data.boundary)
 
@@ -354,7 +356,7 @@ def predict(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
                 continue
             images = torch.stack([photo.tensor for photo in good]).to(device)
             with trained.autocast():
-                probs = predict_probabilities(model, images, cfg.tta)
+                probs = trained.probabilities(images)
             for photo, prob in zip(good, probs, strict=True):
                 assert photo.image is not None
                 height, width = photo.image.shape[:2]
@@ -371,7 +373,8 @@ def predict(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         "with_truth": len(dice),
         "mean_dice": float(np.mean(dice)) if dice else None,
         "threshold": threshold,
-        "tta": cfg.tta,
+        "tta": trained.tta,
+        "postprocess": postprocess_name(trained.postprocess),
         "image_size": int(data.image_size),
     }
     print(f"predicted {predicted} images into {output_dir}; skipped {len(skipped)} files")

@@ -10,9 +10,10 @@
 Predictions are those of `python -m segpets.predict`, mask for mask: the same reading of
 the photo (any mode PIL reads: grayscale, RGBA, palette, 16-bit), the same resize to the
 training size and normalisation, the same batches, device, autocast, test-time
-augmentation, and the same resize of the probabilities back to each photo's size before
-the threshold. The checkpoint's run config says the size, normalisation, precision and
-threshold; the device is the GPU when there is one (`device="auto"`), as for the apps.
+augmentation and post-processing, and the same resize of the probabilities back to each
+photo's size before the threshold. The checkpoint's run config says the size,
+normalisation, precision, threshold, test-time augmentation and post-processing; the
+device is the GPU when there is one (`device="auto"`), as for the apps.
 """
 
 import os
@@ -33,7 +34,6 @@ from segpets.inference import (
     check_threshold,
     check_tta,
     mask_at_size,
-    predict_probabilities,
     probabilities_at_size,
 )
 from segpets.model_folder import EXPECTED, load_folder, provenance_of, save_folder
@@ -106,6 +106,16 @@ class Segmenter:
         return self._trained.threshold
 
     @property
+    def tta(self) -> str:
+        """The run's test-time augmentation, unless `predict(tta=...)` says otherwise."""
+        return self._trained.tta
+
+    @property
+    def postprocess(self) -> Any:
+        """The run's post-processing of each mask (segpets.postprocess), or None."""
+        return self._trained.postprocess
+
+    @property
     def image_size(self) -> int:
         """The side of the squares it was trained on; every image is resized to it."""
         return int(self.config.data.image_size)
@@ -113,13 +123,14 @@ class Segmenter:
     def __repr__(self) -> str:
         return (
             f"Segmenter({self.config.model._target_}, image_size={self.image_size}, "
-            f"device={self.device}, precision={self.precision}, threshold={self.threshold:g})"
+            f"device={self.device}, precision={self.precision}, threshold={self.threshold:g}, "
+            f"tta={self.tta}, postprocess={self.postprocess})"
         )
 
     def predict(
         self,
         images: ImageInput | Sequence[ImageInput],
-        tta: str = "none",
+        tta: str | None = None,
         threshold: float | None = None,
         batch_size: int = BATCH_SIZE,
     ) -> np.ndarray | list[np.ndarray]:
@@ -127,27 +138,31 @@ class Segmenter:
 
         The masks `python -m segpets.predict` writes (`mask > 0` is the boolean mask).
         `images`: one image or a list of them (see ACCEPTED); one image gives one mask,
-        a list a list. `tta`: none | hflip | d4. `threshold`: None for the checkpoint's.
+        a list a list. `tta`: none | hflip | d4, None for the run's. `threshold`: None for
+        the checkpoint's. The run's post-processing, if any, shapes the mask at that threshold.
         """
         check_threshold(threshold)
         cut = self.threshold if threshold is None else float(threshold)
         masks = [
             mask_at_size(probs, height, width, cut)
-            for probs, (height, width) in self._probabilities(images, tta, batch_size)
+            for probs, (height, width) in self._probabilities(images, tta, batch_size, cut)
         ]
         return masks if _is_batch(images) else masks[0]
 
     def probabilities(
         self,
         images: ImageInput | Sequence[ImageInput],
-        tta: str = "none",
+        tta: str | None = None,
         batch_size: int = BATCH_SIZE,
     ) -> np.ndarray | list[np.ndarray]:
         """Pet probabilities: float32 (H, W) in [0, 1] at each image's own size, the values
-        `predict` thresholds (`predict(x) == 255 * (probabilities(x) >= threshold)`)."""
+        `predict` thresholds (`predict(x) == 255 * (probabilities(x) >= threshold)`). With
+        a post-processing in the run, pixels it removes read 0 and pixels it adds 1."""
         result = [
             probabilities_at_size(probs, height, width).cpu().numpy()
-            for probs, (height, width) in self._probabilities(images, tta, batch_size)
+            for probs, (height, width) in self._probabilities(
+                images, tta, batch_size, self.threshold
+            )
         ]
         return result if _is_batch(images) else result[0]
 
@@ -156,10 +171,12 @@ class Segmenter:
         return save_folder(self._trained, Path(directory).expanduser(), self._provenance)
 
     def _probabilities(
-        self, images: Any, tta: str, batch_size: int
+        self, images: Any, tta: str | None, batch_size: int, threshold: float
     ) -> Iterator[tuple[torch.Tensor, tuple[int, int]]]:
-        """Probabilities at the model's size, with each image's (height, width), in order."""
-        check_tta(tta)
+        """Probabilities at the model's size, post-processed at `threshold`, with each
+        image's (height, width), in order."""
+        if tta is not None:
+            check_tta(tta)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise SegpetsError(f"batch_size must be an integer >= 1, got {batch_size!r}")
         items = list(images) if _is_batch(images) else [images]
@@ -168,7 +185,7 @@ class Segmenter:
             tensors = [self._transform(image=rgb)["image"] for rgb in rgbs]
             batch = torch.stack(tensors).to(self.device)
             with self._trained.autocast():
-                probs = predict_probabilities(self.model, batch, tta)
+                probs = self._trained.probabilities(batch, tta, threshold)
             for prob, rgb in zip(probs, rgbs, strict=True):
                 yield prob, rgb.shape[:2]
 

@@ -38,6 +38,7 @@ from segpets.cli import CONFIG_PATH, exit_on_user_error, run, to_container
 from segpets.composing import run_task
 from segpets.cost import forward_gflops
 from segpets.errors import ConfigError
+from segpets.inference import postprocess_name
 from segpets.loggers import close_loggers, log_results
 from segpets.module import MONITOR
 from segpets.precision import machine
@@ -131,6 +132,10 @@ def _fit_and_test(
         seconds = time.perf_counter() - tested
         metrics["test_images_per_second"] = round(len(module.test_scores) / seconds, 2)
         metrics["test_data"] = _test_data(cfg, len(module.test_scores))
+        metrics["test_prediction"] = {
+            "tta": getattr(module, "tta", "none"),
+            "postprocess": postprocess_name(getattr(module, "postprocess", None)),
+        }
     log_results(
         trainer.loggers, hparams_of(metrics, cfg), hparam_metrics(metrics), trainer.global_step
     )
@@ -177,7 +182,7 @@ def _write_worst(
     module.eval()
     write_worst_sheet(
         datamodule.dataset("test"),
-        lambda images: torch.sigmoid(module(images.to(module.device)).float()),
+        lambda images: module.probabilities(images.to(module.device)),
         {row["name"]: row["dice"] for row in module.test_scores},
         output_dir / "worst.png",
         k,

@@ -3,7 +3,8 @@
 `load_for_inference(cfg, overrides)` reads the checkpoint that `cfg.ckpt_path` names (or
 the members of `model=ensemble model.checkpoints=[...]`), applies the command line's
 options over the run config stored in it, and settles the device, the precision the run
-trained in and the threshold. The apps keep only what is their own.
+trained in, the threshold, the test-time augmentation and the post-processing. The apps
+keep only what is their own.
 """
 
 import contextlib
@@ -12,11 +13,19 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from segpets.checkpointing import load_trained
-from segpets.inference import autocast, check_threshold, pick_device
+from segpets.inference import (
+    PostProcess,
+    autocast,
+    check_threshold,
+    check_tta,
+    pick_device,
+    predict_probabilities,
+)
 
 
 @dataclass
@@ -36,10 +45,36 @@ class TrainedModel:
     """The checkpoint files the weights come from: `ckpt_path`, or an ensemble's members."""
     ckpt_path: str | None = None
     """The `ckpt_path` option; None for an ensemble given by model.checkpoints alone."""
+    tta: str = "none"
+    """Test-time augmentation: the run config's `tta` (none | hflip | d4)."""
+    postprocess: PostProcess | None = None
+    """The run config's `postprocess`, built (segpets.postprocess); None for none."""
 
     def autocast(self) -> contextlib.AbstractContextManager:
         """Autocast as the run trained, on this model's device."""
         return autocast(self.precision, self.device)
+
+    def probabilities(
+        self, images: torch.Tensor, tta: str | None = None, threshold: float | None = None
+    ) -> torch.Tensor:
+        """Pet probabilities (B, 1, H, W) for images on this model's device, as the run
+        predicts: its test-time augmentation (or `tta`), then its post-processing of the
+        mask at its threshold (or `threshold`). Call it inside `autocast()`."""
+        return predict_probabilities(
+            self.model,
+            images,
+            self.tta if tta is None else tta,
+            self.postprocess,
+            self.threshold if threshold is None else threshold,
+        )
+
+
+def inference_options(run_config: DictConfig) -> dict[str, Any]:
+    """`tta` and `postprocess` (built) of a run config; none for runs that predate them."""
+    tta = OmegaConf.select(run_config, "tta", default=None) or "none"
+    check_tta(tta)
+    postprocess = OmegaConf.select(run_config, "postprocess", default=None)
+    return {"tta": tta, "postprocess": None if postprocess is None else instantiate(postprocess)}
 
 
 def load_for_inference(
@@ -76,4 +111,5 @@ def load_for_inference(
         threshold=float(threshold),
         checkpoints=checkpoints,
         ckpt_path=None if ckpt_path is None else str(ckpt_path),
+        **inference_options(run_config),
     )

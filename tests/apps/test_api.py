@@ -136,6 +136,7 @@ def test_the_segmenter_says_how_it_predicts(segmenter, tiny_run):
     assert segmenter.config.model._target_ == "segpets.models.UNet"
     assert segmenter.image_size == 64 and segmenter.device == torch.device("cpu")
     assert segmenter.precision == "32-true" and segmenter.threshold == 0.5
+    assert segmenter.tta == "none" and segmenter.postprocess is None
     images = torch.rand(2, 3, 40, 56)
     assert segmenter.model(images).shape == (2, 1, 40, 56)  # logits
     assert "UNet" in repr(segmenter)
@@ -199,6 +200,8 @@ def test_the_model_card_metrics_are_those_of_metrics_json(folder, tiny_run, segm
         assert card_value(card, label) == f"{scores[key]:.4f}"
     assert card_value(card, "parameters") == f"{recorded['parameters']:,}"
     assert card_value(card, "precision") == "32-true"
+    assert card_value(card, "test-time augmentation") == "none"
+    assert card_value(card, "post-processing") == "none"
     assert card_value(card, "image size").startswith("64 x 64")
     assert "`segpets.models.UNet`" in card_value(card, "architecture")
     assert "widths=[4, 8, 16]" in card_value(card, "model options")

@@ -24,6 +24,7 @@ GROUPS = [
     "augment",
     "model",
     "loss",
+    "postprocess",
     "optimizer",
     "scheduler",
     "trainer",
@@ -57,9 +58,10 @@ def test_every_option_composes_and_instantiates(group, option, tmp_path, request
                 "no GPU on this machine: the gpu/ddp trainer configs compose but cannot start"
             )
         assert isinstance(build_trainer(cfg, logger=False), L.Trainer)  # settles precision auto
-    elif group in {"model", "loss", "optimizer", "scheduler", "experiment"}:
+    elif group in {"model", "loss", "postprocess", "optimizer", "scheduler", "experiment"}:
         module = build_module(cfg)
         assert isinstance(module, L.LightningModule)
+        assert (module.postprocess is None) == (cfg.postprocess is None)
         optimizer = module.optimizer_factory(params=module.parameters())
         module.scheduler_factory(optimizer, total_steps=10)
     if group in {"data", "augment", "experiment"}:

@@ -29,7 +29,17 @@ def not_sources(folder: str, names: list[str]) -> set[str]:
     }
 
 
-GROUPS = ("augment", "data", "debug", "experiment", "logger", "loss", "model", "trainer")
+GROUPS = (
+    "augment",
+    "data",
+    "debug",
+    "experiment",
+    "logger",
+    "loss",
+    "model",
+    "postprocess",
+    "trainer",
+)
 
 
 @pytest.fixture(scope="module")

@@ -180,5 +180,8 @@ def test_experiment_budget_composes_and_runs(synthetic_root, tmp_path):
     assert cfg.data.train_size == 48  # three quarters of data.image_size, whatever it is
     recipe = compose_train(tmp_path / "recipe", ["experiment=budget"])
     assert recipe.model.encoder == "resnet18"  # it scored higher than resnet34 (docs/budget.md)
+    # Its test, eval and predict mirror each photo and keep the largest pet region.
+    assert recipe.tta == "hflip" and recipe.module.tta == "hflip"
+    assert recipe.postprocess._target_ == "segpets.postprocess.LargestRegion"
     metrics = train(cfg)
     assert 0.0 <= metrics["test"]["test/dice"] <= 1.0
