@@ -13,8 +13,10 @@ Writes into its run dir:
 
 The checkpoint's run decides the test-time augmentation (`tta`) and the post-processing
 (`postprocess`) unless the command line names them (`tta=none postprocess=none` scores
-the network alone). With `resolution=input` the mean per-image Dice is exactly the
-`test/dice` that training reported for the same checkpoint and data.
+the network alone). With a post-processing, calibration and the threshold sweep see its
+probabilities (0 where it removed pet, 1 where it added pet). With `resolution=input` the
+mean per-image Dice is exactly the `test/dice` that training reported for the same
+checkpoint and data.
 """
 
 import json

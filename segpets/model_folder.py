@@ -117,8 +117,7 @@ def io_contract(
         "output_stride": output_stride,
         "model": {"target": model_config._target_, "config": to_container(model_config)},
         "prediction": {
-            "tta": str(OmegaConf.select(run_config, "tta", default=None) or "none"),
-            "postprocess": _postprocess_name(run_config),
+            **_prediction(run_config),
             "note": (
                 "segpets predicts with these around the network (segpets.inference."
                 "predict_probabilities); the network itself returns the logits alone"
@@ -202,6 +201,7 @@ def model_card(
     metrics = provenance.get("metrics") or {}
     note = provenance.get("metrics_note")
     command = provenance.get("command")
+    prediction = _prediction(config)
     rows = [
         ("architecture", f"`{target}`" + (f" (`model={choice}`)" if choice else "")),
         ("model options", options or "none"),
@@ -219,8 +219,8 @@ def model_card(
         ("normalisation", f"mean {list(data.mean)}, std {list(data.std)}"),
         ("precision", str(OmegaConf.select(config, "trainer.precision", default=NOT_RECORDED))),
         ("threshold", f"{threshold:g} (probability from which a pixel is pet)"),
-        ("test-time augmentation", str(OmegaConf.select(config, "tta", default=None) or "none")),
-        ("post-processing", _postprocess_name(config)),
+        ("test-time augmentation", prediction["tta"]),
+        ("post-processing", prediction["postprocess"]),
     ]
     for key, label in CARD_METRICS.items():
         value = metrics.get(key)
@@ -262,9 +262,13 @@ mask = segmenter.predict("photo.jpg")  # uint8 (H, W): 0 background, 255 pet
 # ---------------------------------------------------------------------------- writing
 
 
-def _postprocess_name(config: DictConfig) -> str:
-    """The run's post-processing as its card names it: the class and its options."""
-    return postprocess_name(inference_options(config)["postprocess"]) or "none"
+def _prediction(config: DictConfig) -> dict[str, str]:
+    """The run's test-time augmentation and post-processing (class and options), by name."""
+    options = inference_options(config)
+    return {
+        "tta": options["tta"],
+        "postprocess": postprocess_name(options["postprocess"]) or "none",
+    }
 
 
 def save_folder(
