@@ -86,10 +86,34 @@ def _dihedral(k: int, flip: bool) -> Flip:
     return forward, inverse
 
 
+def _resize(x: torch.Tensor, size: tuple[int, ...]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == size:
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+def _scaled(scale: float, flip: bool) -> Flip:
+    """The photo resized by `scale` (bilinear; the networks pad sides to their stride) and
+    mirrored if `flip`. The inverse undoes the mirror; `predict_probabilities` resizes each
+    view's probabilities back to the photo's size."""
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        x = _resize(x, (round(height * scale), round(width * scale)))
+        return x.flip(-1) if flip else x
+
+    return forward, (_hflip if flip else _identity)
+
+
+TTA_SCALES = (0.75, 1.0, 1.25)
+"""The sizes of `tta=hflip_scales`, as shares of the photo's: the pets a network trained on
+random crops has seen are of many sizes."""
+
 TTA: dict[str, list[Flip]] = {
     "none": [(_identity, _identity)],
     "hflip": [(_identity, _identity), (_hflip, _hflip)],
     "d4": [_dihedral(k, flip) for flip in (False, True) for k in range(4)],
+    "hflip_scales": [_scaled(scale, flip) for scale in TTA_SCALES for flip in (False, True)],
 }
 
 
@@ -121,8 +145,9 @@ def predict_probabilities(
     check_tta(tta)
     views = TTA[tta]
     total = torch.zeros((), device=images.device)
+    size = tuple(images.shape[-2:])
     for forward, inverse in views:
-        total = total + inverse(model(forward(images)).float().sigmoid())
+        total = total + _resize(inverse(model(forward(images)).float().sigmoid()), size)
     probs = total / len(views)
     return probs if postprocess is None else postprocessed(probs, threshold, postprocess)
 

@@ -138,7 +138,7 @@ class Segmenter:
 
         The masks `python -m segpets.predict` writes (`mask > 0` is the boolean mask).
         `images`: one image or a list of them (see ACCEPTED); one image gives one mask,
-        a list a list. `tta`: none | hflip | d4, None for the run's. `threshold`: None for
+        a list a list. `tta`: none | hflip | d4 | hflip_scales, None for the run's. `threshold`: None for
         the checkpoint's. The run's post-processing, if any, shapes the mask at that threshold.
         """
         check_threshold(threshold)

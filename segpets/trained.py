@@ -46,7 +46,7 @@ class TrainedModel:
     ckpt_path: str | None = None
     """The `ckpt_path` option; None for an ensemble given by model.checkpoints alone."""
     tta: str = "none"
-    """Test-time augmentation: the run config's `tta` (none | hflip | d4)."""
+    """Test-time augmentation: the run config's `tta` (none | hflip | d4 | hflip_scales)."""
     postprocess: PostProcess | None = None
     """The run config's `postprocess`, built (segpets.postprocess); None for none."""
 

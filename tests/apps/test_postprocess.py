@@ -149,5 +149,7 @@ def test_the_test_after_training_predicts_as_eval_does_with_the_runs_options(
 
 def test_a_bad_tta_is_named_before_training(synthetic_root, tmp_path):
     cfg = compose_train(tmp_path, [*tiny_run_overrides(synthetic_root), *TINY_UNET, "tta=flip"])
-    with pytest.raises(ConfigError, match=r"tta must be one of \['d4', 'hflip', 'none'\]"):
+    with pytest.raises(
+        ConfigError, match=r"tta must be one of \['d4', 'hflip', 'hflip_scales', 'none'\]"
+    ):
         train(cfg)

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
@@ -391,3 +392,30 @@ def test_d4_averages_the_eight_views_computed_by_hand():
             predict_probabilities(pointwise, images, "none"),
             atol=1e-6,
         )
+
+
+def test_hflip_scales_averages_six_views_computed_by_hand_at_the_photos_size():
+    torch.manual_seed(0)
+    model = UNet(widths=[4, 8, 16]).eval()
+    images = torch.rand(2, 3, 32, 48)
+
+    def view(scale: float, flip: bool) -> torch.Tensor:
+        size = (round(32 * scale), round(48 * scale))
+        x = F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+        y = model(x.flip(3) if flip else x).sigmoid()
+        y = y.flip(3) if flip else y
+        return F.interpolate(y, size=(32, 48), mode="bilinear", align_corners=False)
+
+    with torch.no_grad():
+        expected = sum(view(s, f) for s in (0.75, 1.0, 1.25) for f in (False, True)) / 6
+    probs = predict_probabilities(model, images, "hflip_scales")
+    assert probs.shape == (2, 1, 32, 48)
+    assert torch.allclose(probs, expected, atol=1e-6)
+    # A photo of one colour looks the same at every size and mirrored: nothing changes.
+    flat = torch.full((1, 3, 32, 48), 0.3)
+    pointwise = nn.Conv2d(3, 1, 1)
+    assert torch.allclose(
+        predict_probabilities(pointwise, flat, "hflip_scales"),
+        predict_probabilities(pointwise, flat, "none"),
+        atol=1e-6,
+    )

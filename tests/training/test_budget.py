@@ -2,6 +2,7 @@
 weights is what validation, checkpoints and test use, and experiment=budget runs."""
 
 import math
+from pathlib import Path
 
 import lightning as L
 import lightning.pytorch.callbacks.timer as lightning_timer
@@ -180,8 +181,32 @@ def test_experiment_budget_composes_and_runs(synthetic_root, tmp_path):
     assert cfg.data.train_size == 48  # three quarters of data.image_size, whatever it is
     recipe = compose_train(tmp_path / "recipe", ["experiment=budget"])
     assert recipe.model.encoder == "resnet18"  # it scored higher than resnet34 (docs/budget.md)
-    # Its test, eval and predict mirror each photo and keep the largest pet region.
-    assert recipe.tta == "hflip" and recipe.module.tta == "hflip"
+    # Its test, eval and predict mirror and resize each photo and keep the largest pet region.
+    assert recipe.tta == "hflip_scales" and recipe.module.tta == "hflip_scales"
     assert recipe.postprocess._target_ == "segpets.postprocess.LargestRegion"
+    # Less time outside training steps: photos decoded once, validation every other epoch,
+    # best.ckpt without the optimizer's state.
+    assert recipe.data.cache == "train" and recipe.trainer.check_val_every_n_epoch == 2
+    assert recipe.callbacks.model_checkpoint.save_weights_only is True
     metrics = train(cfg)
     assert 0.0 <= metrics["test"]["test/dice"] <= 1.0
+
+
+def test_a_weights_only_best_ckpt_is_scored_as_the_run_scored_it(synthetic_root, tmp_path):
+    cfg = compose_train(
+        tmp_path,
+        [*tiny_run_overrides(synthetic_root), *TINY_UNET, "trainer.max_epochs=4",
+         "trainer.check_val_every_n_epoch=2", "+callbacks.model_checkpoint.save_weights_only=true",
+         "tta=hflip_scales"],
+    )  # fmt: skip
+    metrics = train(cfg)
+    best = read_checkpoint(metrics["best_checkpoint"])
+    assert "optimizer_states" not in best and "state_dict" in best
+    assert "optimizer_states" in read_checkpoint(
+        Path(metrics["best_checkpoint"]).with_name("last.ckpt")
+    )
+    assert metrics["best_epoch"] in (1, 3)  # validated after epochs 2 and 4 only
+    overrides = [f"ckpt_path={metrics['best_checkpoint']}"]
+    scored = evaluate(compose_train(tmp_path / "eval", overrides, config_name="eval"), overrides)
+    assert scored["tta"] == "hflip_scales"  # the run's, from the run config best.ckpt keeps
+    assert scored["dice"] == pytest.approx(metrics["test"]["test/dice"], abs=1e-6)
