@@ -350,6 +350,19 @@ class EMA(WeightAveraging):
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
         return step_idx is not None and step_idx >= self.start_step
 
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        # The average becomes a checkpoint's state_dict in on_save_checkpoint, which
+        # Lightning calls for full checkpoints only: a weights-only one would hold the raw
+        # weights, so checkpoints keep their full state while EMA is on.
+        for callback in trainer.checkpoint_callbacks:
+            if getattr(callback, "save_weights_only", False):
+                callback.save_weights_only = False
+                rank_zero_info(
+                    f"callbacks.ema: {callback.filename or 'the'} checkpoint keeps its full "
+                    "state (save_weights_only ignored) so that it holds the averaged weights"
+                )
+
     @staticmethod
     def _fitting(trainer: L.Trainer) -> bool:
         return trainer.state.fn == TrainerFn.FITTING

@@ -170,6 +170,19 @@ def test_ema_weights_are_what_best_ckpt_holds_and_what_test_scores(synthetic_roo
     assert scored["dice"] == pytest.approx(metrics["test"]["test/dice"], abs=1e-6)
 
 
+def test_with_ema_a_weights_only_best_ckpt_still_holds_the_average(synthetic_root, tmp_path):
+    # experiment=budget writes best.ckpt weights-only; callbacks=ema needs its full state.
+    overrides = [*tiny_run_overrides(synthetic_root), *TINY_UNET, "callbacks=ema",
+                 "+callbacks.model_checkpoint.save_weights_only=true", "trainer.max_epochs=2"]  # fmt: skip
+    metrics = train(compose_train(tmp_path, overrides))
+    checkpoint = read_checkpoint(metrics["best_checkpoint"])
+    assert "current_model_state" in checkpoint and "optimizer_states" in checkpoint
+    average, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
+    assert any(
+        not torch.equal(average[k], raw[k]) for k in average if average[k].is_floating_point()
+    )
+
+
 def test_experiment_budget_composes_and_runs(synthetic_root, tmp_path):
     cfg = compose_train(
         tmp_path,
