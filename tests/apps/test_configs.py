@@ -40,7 +40,7 @@ def test_every_option_composes_and_instantiates(group, option, tmp_path, request
     overrides = [f"{group}={option}"]
     if (group, option) == ("model", "smp"):
         pytest.importorskip(
-            "segmentation_models_pytorch", reason='optional extra: pip install -e ".[smp]"'
+            "segmentation_models_pytorch", reason="not installed: the dev and smp extras install it"
         )
     if group == "logger" and option in {"wandb", "mlflow"} and os.environ.get("CI") != "true":
         pytest.importorskip(option, reason=f'optional extra: pip install -e ".[{option}]"')

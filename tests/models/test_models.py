@@ -58,7 +58,7 @@ def test_nearest_upsampling_repeats_pixels_and_keeps_the_channels() -> None:
 
 @pytest.mark.skipif(
     importlib.util.find_spec("segmentation_models_pytorch") is None,
-    reason='compares with segmentation-models-pytorch, an optional extra (pip install -e ".[smp]")',
+    reason="compares with segmentation-models-pytorch (the dev and smp extras install it)",
 )
 def test_resnet34_unet_with_nearest_upsampling_is_smps_unet() -> None:
     """upsample=nearest is smp.Unet("resnet34")'s network up to the head: with smp's

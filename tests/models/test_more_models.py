@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 from torch import nn
@@ -22,7 +23,7 @@ from tests.helpers import CONFIG_DIR, REPO_ROOT, compose_train, tiny_run_overrid
 HAS_SMP = importlib.util.find_spec("segmentation_models_pytorch") is not None
 needs_smp = pytest.mark.skipif(
     not HAS_SMP,
-    reason='segmentation-models-pytorch is an optional extra (pip install -e ".[smp]")',
+    reason="segmentation-models-pytorch is not installed (the dev and smp extras install it)",
 )
 
 TINY_WIDTHS = (4, 8, 16)
@@ -150,6 +151,26 @@ def test_smp_bad_arch_and_encoder_are_config_errors() -> None:
         ConfigError, match=re.escape("model.encoder='resnet35' is not an smp encoder")
     ):
         SMPModel(encoder="resnet35")
+
+
+@needs_smp
+def test_smp_adapter_with_smps_weights_gives_smps_logits() -> None:
+    """model=smp is smp.Unet("resnet34") itself: its state dict loads as it is, and the logits
+    match smp's at a multiple of the stride, and smp's on the padded image cropped elsewhere."""
+    import segmentation_models_pytorch as smp
+
+    from segpets.models import SMPModel
+
+    torch.manual_seed(0)
+    theirs = smp.Unet("resnet34", encoder_weights=None, classes=1).eval()
+    ours = SMPModel().eval()  # a different random initialisation until the weights load
+    ours.net.load_state_dict(theirs.state_dict())
+    x = torch.randn(1, 3, 64, 96)
+    odd = torch.randn(1, 3, 50, 70)
+    padded = F.pad(odd, (0, 26, 0, 14), mode="replicate")  # 64 x 96
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), theirs(x))
+        torch.testing.assert_close(ours(odd), theirs(padded)[..., :50, :70])
 
 
 @needs_smp

@@ -104,7 +104,7 @@ def test_deeplab_backbone_takes_torchvision_resnet_weights() -> None:
 
 @pytest.mark.skipif(
     importlib.util.find_spec("segmentation_models_pytorch") is None,
-    reason='segmentation-models-pytorch is an optional extra (pip install -e ".[smp]")',
+    reason="segmentation-models-pytorch is not installed (the dev and smp extras install it)",
 )
 def test_smp_resnet_encoder_takes_a_torchvision_state_dict(tmp_path: Path) -> None:
     from segpets.models import SMPModel

@@ -128,3 +128,14 @@ def test_a_missing_config_dir_is_exit_2_naming_it(monkeypatch, capsys):
         run(lambda: pytest.fail("the app ran with a missing --config-dir"))
     assert exit_.value.code == 2
     assert "--config-dir nowhere: no such folder" in capsys.readouterr().err
+
+
+def test_ci_installs_every_optional_model_and_logger_the_tests_cover():
+    """.ci/run installs the dev extra: without smp there, the smp tests would skip in CI."""
+    import tomllib
+
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]
+    dev = project["optional-dependencies"]["dev"]
+    assert '".[dev,export,sweep]"' in (REPO_ROOT / ".ci" / "run").read_text()
+    for name in ("segmentation-models-pytorch", "wandb", "mlflow"):
+        assert any(requirement.startswith(name) for requirement in dev), name
