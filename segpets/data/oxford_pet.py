@@ -246,11 +246,19 @@ class OxfordPetDataset(Dataset):
     def _decoded(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Sample `index` as an RGB image and its mask, before any transform."""
         name = self.names[index]
-        return load_image(self.root / "images" / f"{name}.jpg"), self.native_mask(name)
+        return load_image(self.image_path(name)), self.native_mask(name)
+
+    def image_path(self, name: str) -> Path:
+        """The photo file of sample `name`."""
+        return self.root / "images" / f"{name}.jpg"
+
+    def mask_path(self, name: str) -> Path:
+        """The mask file of sample `name` (here its trimap)."""
+        return self.root / "annotations" / "trimaps" / f"{name}.png"
 
     def native_mask(self, name: str) -> np.ndarray:
         """The mask of `name` at its photo's original size, before any transform."""
-        trimap_path = self.root / "annotations" / "trimaps" / f"{name}.png"
+        trimap_path = self.mask_path(name)
         try:
             return trimap_to_mask(load_trimap(trimap_path), self.boundary)
         except DataError as error:
