@@ -107,15 +107,19 @@ def run(main: Callable[[], Any]) -> None:
         raise SystemExit(USER_ERROR) from None
 
 
+RUN_FOLDER_OPTIONS = ("output_dir", "hydra.run.dir", "hydra.sweep.dir")
+"""The options that give the run's folder: one of them is named first when Hydra cannot make
+it, also when another option (`ckpt_path=X output_dir=X`) has the same value."""
+
+
 def _folder_error(error: OSError) -> str:
     """Why Hydra could not make the run's folder, named by the option that gave its path
     (`output_dir=...` for predict, `hydra.run.dir=...`)."""
     path = str(error.filename)
     options = [arg.split("=", 1) for arg in sys.argv[1:] if "=" in arg]
-    named = next(
-        (f"{key.lstrip('+')}={value}" for key, value in options if value == path),
-        f"the run folder {path}",
-    )
+    options = [(key.lstrip("+~"), value) for key, value in options if value == path]
+    options.sort(key=lambda option: option[0] not in RUN_FOLDER_OPTIONS)  # stable
+    named = f"{options[0][0]}={path}" if options else f"the run folder {path}"
     if isinstance(error, FileExistsError):
         return f"{named} is a file, not a folder: the run writes its files into it. Choose another"
     if isinstance(error, NotADirectoryError):

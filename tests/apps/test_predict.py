@@ -2,6 +2,7 @@
 
 import csv
 import hashlib
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -244,6 +245,25 @@ def test_cli_output_dir_a_file_exits_2_with_one_line(tmp_path):
     assert result.returncode == 2, result.stderr[-2000:]
     assert result.stderr.startswith("segpets: error: output_dir=out.png is a file, not a folder")
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_output_dir_a_file_is_named_also_when_ckpt_path_has_the_same_value(
+    tmp_path, monkeypatch, capsys
+):
+    import segpets.predict
+
+    file = tmp_path / "out.png"
+    file.write_text("")
+    argv = ["segpets.predict", f"ckpt_path={file}", "input=x.jpg", f"output_dir={file}"]
+    monkeypatch.setattr(sys, "argv", argv)
+    monkeypatch.setenv("HYDRA_FULL_ERROR", "1")  # cli.run sets it; undone after the test
+    with pytest.raises(SystemExit) as exit_:
+        cli.run(segpets.predict.main)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == (
+        f"segpets: error: output_dir={file} is a file, not a folder: the run writes its files "
+        "into it. Choose another\n"
+    )
 
 
 def test_no_matching_input_names_the_pattern(ckpt, tmp_path):
