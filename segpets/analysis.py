@@ -114,10 +114,28 @@ def border_bands(
     names: Sequence[str],
     size: tuple[int, int] | None = None,
     radius: int = BAND_RADIUS,
+    masks: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Bool (B, 1, H, W): `border_band` of each name's trimap at `size` (see trimap_at_size)."""
+    """Bool (B, 1, H, W): `border_band` of each name's trimap at `size` (see trimap_at_size).
+
+    A root without trimaps (data=folder) has no border class: with `masks` (B, 1, H, W) at
+    the scored size, the band is then `outline_band` of the masks.
+    """
+    if masks is not None and not (Path(root) / "annotations" / "trimaps").is_dir():
+        return outline_band(masks, radius).cpu()
     trimaps = np.stack([trimap_at_size(root, name, size) for name in names])
     return border_band(torch.from_numpy(trimaps)[:, None], radius)
+
+
+def outline_band(masks: torch.Tensor, radius: int = BAND_RADIUS) -> torch.Tensor:
+    """Bool, shaped as `masks` (..., H, W of 0 / 1 / IGNORE_INDEX): the pixels next to a
+    change of value (the outline, and any ignored border), widened by `radius` pixels, the
+    band `border_band` draws around a trimap's border."""
+    flat = masks.reshape(-1, 1, *masks.shape[-2:]).float()
+    size = 2 * radius + 3  # the 3 x 3 neighbourhood that finds the outline, then the widening
+    high = F.max_pool2d(flat, size, stride=1, padding=size // 2)
+    low = -F.max_pool2d(-flat, size, stride=1, padding=size // 2)
+    return (high != low).reshape(masks.shape)
 
 
 def boundary_scores(

@@ -95,7 +95,7 @@ class SplitScores:
         self.metric.update(probs, masks)
         self.calibration.update(probs, masks)
         self.sweep.update(probs, masks)
-        band = border_bands(self.root, names, tuple(masks.shape[-2:]))
+        band = border_bands(self.root, names, tuple(masks.shape[-2:]), masks=masks)
         scores = {
             **per_image_scores_from_probabilities(probs, masks, self.threshold),
             **boundary_scores(probs, masks, band, self.threshold),
@@ -221,7 +221,7 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         "postprocess": postprocess_name(trained.postprocess),
         "threshold": threshold,
         "resolution": cfg.resolution,
-        "boundary": run.data.boundary,
+        "boundary": run.data.get("boundary"),  # data=folder: none
         "boundary_band_radius": BAND_RADIUS,
         "worst_sheet": None if sheet is None else str(output_dir / WORST_SHEET),
         "checkpoint": trained.ckpt_path or trained.checkpoints,

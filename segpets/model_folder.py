@@ -178,6 +178,37 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 # ---------------------------------------------------------------------------- card
 
 
+def _training_data(data: DictConfig, data_name: str) -> str:
+    """The card's "training data": the data option, its root and how masks were read."""
+    root = OmegaConf.select(data, "root", default="?")
+    if OmegaConf.select(data, "boundary", default=None) is not None or "images_dir" not in data:
+        border = OmegaConf.select(data, "boundary", default="?")
+        return f"{data_name}, root `{root}`, trimap border as {border}"
+    foreground = OmegaConf.select(data, "foreground_values", default=None)
+    ignore = OmegaConf.select(data, "ignore_value", default=None)
+    masks = f"foreground values {foreground}" if foreground is not None else "0/1, 0/255 or JPEG"
+    return f"{data_name}, root `{root}`, masks read as {masks}, ignore value {ignore}"
+
+
+def _folder_split(data: DictConfig) -> str | None:
+    """A folder run's stored split as the card states it; None for other data."""
+    splits = OmegaConf.select(data, "splits", default=None)
+    if not splits:
+        return None
+    from segpets.data.folder import split_hash
+
+    counts = " / ".join(f"{split} {len(splits[split])}" for split in ("train", "val", "test"))
+    return (
+        f"{counts} images, by name in config.yaml's data.splits (test split hash "
+        f"{split_hash(list(splits['test']))})"
+    )
+
+
+def _statistics_of(data: DictConfig) -> str:
+    stored = OmegaConf.select(data, "normalize", default=None) == "stored"
+    return " (the training split's own, data.normalize=dataset)" if stored else ""
+
+
 def model_card(
     config: DictConfig, parameters: int, threshold: float, provenance: Mapping[str, Any]
 ) -> str:
@@ -206,17 +237,13 @@ def model_card(
         ("architecture", f"`{target}`" + (f" (`model={choice}`)" if choice else "")),
         ("model options", options or "none"),
         ("parameters", f"{parameters:,}"),
-        (
-            "training data",
-            f"{data_name}, root `{OmegaConf.select(data, 'root', default='?')}`, trimap "
-            f"border as {OmegaConf.select(data, 'boundary', default='?')}",
-        ),
-        ("split", split),
+        ("training data", _training_data(data, data_name)),
+        ("split", _folder_split(data) or split),
         (
             "image size",
             f"{size} x {size} (photos are resized to it; masks come back at their own size)",
         ),
-        ("normalisation", f"mean {list(data.mean)}, std {list(data.std)}"),
+        ("normalisation", f"mean {list(data.mean)}, std {list(data.std)}{_statistics_of(data)}"),
         ("precision", str(OmegaConf.select(config, "trainer.precision", default=NOT_RECORDED))),
         ("threshold", f"{threshold:g} (probability from which a pixel is pet)"),
         ("test-time augmentation", prediction["tta"]),

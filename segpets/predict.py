@@ -315,7 +315,8 @@ def predict(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     trained = load_for_inference(cfg, overrides)
     device, threshold = trained.device, trained.threshold
     data = trained.run_config.data
-    check_boundary(data.boundary)
+    boundary = data.get("boundary", "foreground")  # data=folder has no trimap border
+    check_boundary(boundary)
 
     spec = cfg.input
     inputs = resolve_inputs(list(spec) if isinstance(spec, ListConfig) else str(spec))
@@ -331,7 +332,7 @@ def predict(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         names,
         eval_transform(data.image_size, data.mean, data.std),
         Path(cfg.trimaps) if cfg.trimaps is not None else None,
-        data.boundary,
+        boundary,
     )
     loader = DataLoader(
         dataset,

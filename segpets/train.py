@@ -22,7 +22,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from segpets.analysis import write_worst_sheet
 from segpets.builders import (
@@ -68,6 +68,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     loggers = instantiate_all(cfg.get("logger"))
     trainer = build_trainer(cfg, callbacks=callbacks, logger=loggers or False)
     datamodule = build_datamodule(cfg)
+    store_data_options(cfg, module, datamodule, output_dir if trainer.is_global_zero else None)
     try:
         for logger in trainer.loggers:
             if not isinstance(logger, TensorBoardLogger):  # TensorBoard: with the results
@@ -131,7 +132,7 @@ def _fit_and_test(
         )
         seconds = time.perf_counter() - tested
         metrics["test_images_per_second"] = round(len(module.test_scores) / seconds, 2)
-        metrics["test_data"] = _test_data(cfg, len(module.test_scores))
+        metrics["test_data"] = _test_data(cfg, len(module.test_scores), datamodule)
         metrics["test_prediction"] = {
             "tta": getattr(module, "tta", "none"),
             "postprocess": postprocess_name(getattr(module, "postprocess", None)),
@@ -203,8 +204,43 @@ def _gflops(module: L.LightningModule, cfg: DictConfig) -> float | None:
         return None
 
 
-def _test_data(cfg: DictConfig, images: int) -> dict[str, Any]:
+def store_data_options(
+    cfg: DictConfig,
+    module: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    output_dir: Path | None,
+) -> None:
+    """Keep what the data module settled (a folder's split, computed statistics) with the run.
+
+    The options go into the config that checkpoints carry (`module.run_config`), so eval,
+    predict, export and model folders use the same split and normalisation anywhere; the
+    statistics also into `cfg`. A folder's split is written to `output_dir`/splits/*.txt
+    (None: not written, as on ranks other than 0), the layout data=folder reads from a
+    root's splits/, to reuse it on other runs.
+    """
+    stored = getattr(datamodule, "stored_options", dict)()
+    if not stored:
+        return
+    run_data = module.run_config["data"]
+    for key, value in stored.items():
+        run_data[key] = value
+        if key != "splits":  # every stem: kept out of the logged hyperparameters
+            with open_dict(cfg):
+                cfg.data[key] = value
+    splits = stored.get("splits")
+    if splits and output_dir is not None:
+        folder = output_dir / "splits"
+        folder.mkdir(parents=True, exist_ok=True)
+        for split, names in splits.items():
+            write_atomically(folder / f"{split}.txt", "".join(f"{n}\n" for n in names).encode())
+
+
+def _test_data(
+    cfg: DictConfig, images: int, datamodule: L.LightningDataModule | None = None
+) -> dict[str, Any]:
     """What the test scores were measured on: runs pair by image only on the same test set."""
+    if hasattr(datamodule, "test_data"):
+        return {**datamodule.test_data(), "images": images}
     return {
         "dataset": str(cfg.data.get("_target_")),
         "root": os.path.abspath(str(cfg.data.get("root"))),

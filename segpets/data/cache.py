@@ -1,4 +1,4 @@
-"""Decoded-image cache (`data.cache=true`): photos and trimaps decoded and resized once.
+"""Decoded-image cache (`data.cache=true`): images and masks decoded and resized once.
 
 Without heavy augmentation, decoding the JPEG and the trimap PNG is most of what a loader
 worker does per sample. The cache stores every listed sample of a root as squares of
@@ -9,14 +9,16 @@ the page cache:
     <cache_dir>/<root name>-<hash of the root's path>-<size>px/
         manifest.json           what it was built from (see `DecodedImageCache.key`)
         images-<build id>.npy   (N, size, size, 3) RGB
-        trimaps-<build id>.npy  (N, size, size) raw trimaps: 1 pet, 2 background, 3 border
+        trimaps-<build id>.npy  (N, size, size) raw masks (`Source.raw_mask`): Oxford's
+                                trimaps (1 pet, 2 background, 3 border); a folder's
+                                decoded 0 / 1 / 255 masks
 
 The trimaps stay raw and `data.boundary` is applied when a sample is read, so changing the
 boundary policy needs no rebuild: nearest-neighbour resizing only picks pixels, so it
 commutes with the trimap -> mask lookup table.
 
 The manifest records the format version, the root, the size and the size and mtime of every
-source file (list files, photos, trimaps). `prepare_data` rebuilds the cache whenever any of
+source file (list files, photos, trimaps; a folder source adds its decoding options). `prepare_data` rebuilds the cache whenever any of
 them differs; `setup` uses it only when it still matches, and reads the files otherwise. A
 build writes a hidden sibling folder and renames it into place, so a reader sees either the
 old complete cache or the new one; the build id in the array names makes a reader that
@@ -43,21 +45,13 @@ import cv2
 import numpy as np
 from rich.progress import track
 
-from segpets.data.oxford_pet import (
-    BOUNDARY_LUTS,
-    OxfordPetDataset,
-    check_layout,
-    load_image,
-    load_trimap,
-    parse_list_file,
-    scan,
-)
+from segpets.data.dataset import SegmentationDataset, Source, scan_names
+from segpets.data.oxford_pet import OxfordPetDataset, OxfordPetSource
 from segpets.errors import DataError
 
 FORMAT_VERSION = 1  # bump when the layout or the resizing changes
 CACHE_SCALE = 1.125
 MANIFEST = "manifest.json"
-LIST_FILES = ("annotations/trainval.txt", "annotations/test.txt")
 
 
 def cache_size(image_size: int) -> int:
@@ -75,45 +69,26 @@ def resize_for_cache(
     )
 
 
-def _listed_names(root: Path) -> list[str]:
-    """Every sample name of trainval.txt and test.txt, once, in file order."""
-    names = [name for path in LIST_FILES for name in parse_list_file(root / path)]
-    return list(dict.fromkeys(names))
-
-
-def _stat(path: Path) -> list[int] | None:
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return [stat.st_size, stat.st_mtime_ns]
-
-
-def _sources(root: Path, names: list[str]) -> dict[str, list[int] | None]:
-    """Size and mtime (ns) of every file the cache is built from; None for a missing one."""
-    paths = [*LIST_FILES]
-    for name in names:
-        paths += [f"images/{name}.jpg", f"annotations/trimaps/{name}.png"]
-    return {path: _stat(root / path) for path in paths}
-
-
 class DecodedImageCache:
-    """One root's samples at `size` x `size` under `cache_dir`; see the module docstring."""
+    """One source's samples at `size` x `size` under `cache_dir`; see the module docstring.
 
-    def __init__(self, root: str | Path, cache_dir: str | Path, size: int) -> None:
-        self.root = Path(root)
+    `source` is a `Source`, or a root folder in the official Oxford-IIIT Pet layout.
+    """
+
+    def __init__(self, source: Source | str | Path, cache_dir: str | Path, size: int) -> None:
+        self.source = source if isinstance(source, Source) else OxfordPetSource(source)
+        self.root = Path(self.source.root)
         self.size = size
         digest = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:8]
         self.path = Path(cache_dir) / f"{self.root.name}-{digest}-{size}px"
 
     def key(self) -> dict[str, Any]:
         """What the cache must have been built from to be used: stats every source file."""
-        check_layout(self.root)
         return {
             "format": FORMAT_VERSION,
             "root": str(self.root.resolve()),
             "size": self.size,
-            "sources": _sources(self.root, _listed_names(self.root)),
+            **self.source.cache_key(),
         }
 
     def manifest(self) -> dict[str, Any] | None:
@@ -136,8 +111,7 @@ class DecodedImageCache:
         manifest = self.manifest()
         if manifest is not None and _matches(manifest, key):
             return manifest
-        names = _listed_names(self.root)
-        kept, skipped = scan(self.root, names)
+        kept, skipped = scan_names(self.source, self.source.cached_names())
         build_id = uuid.uuid4().hex[:12]
         manifest = {
             **key,
@@ -171,9 +145,8 @@ class DecodedImageCache:
             disable=not progress,
         )
         for row, name in rows:
-            image = load_image(self.root / "images" / f"{name}.jpg")
-            trimap = load_trimap(self.root / "annotations" / "trimaps" / f"{name}.png")
-            images[row], trimaps[row] = resize_for_cache(image, trimap, size)
+            image, raw = self.source.load_image(name), self.source.raw_mask(name)
+            images[row], trimaps[row] = resize_for_cache(image, raw, size)
         images.flush()
         trimaps.flush()
         del images, trimaps
@@ -200,28 +173,19 @@ def _matches(manifest: dict[str, Any], key: dict[str, Any]) -> bool:
     return all(manifest.get(field) == value for field, value in key.items())
 
 
-class CachedOxfordPetDataset(OxfordPetDataset):
-    """`OxfordPetDataset` whose samples come from a fresh `DecodedImageCache`.
+class CachedSamples(SegmentationDataset):
+    """A dataset whose samples come from a fresh `DecodedImageCache`, mixed into a
+    source's dataset class (`CachedOxfordPetDataset`, `CachedFolderDataset`).
 
-    Same names, skipped samples, splits and `native_mask` (read from the trimap file, at the
-    photo's size) as the uncached dataset; the manifest's scan results stand in for the
-    file checks, which cost as much as decoding. Pass the manifest that
-    `DecodedImageCache.fresh_manifest()` or `.build()` returned.
+    Same names, skipped samples, splits and `native_mask` (read from the mask file, at the
+    image's size) as the uncached dataset; the manifest's scan results stand in for the
+    file checks, which cost as much as decoding. `_use_cache` must run before the
+    dataset's own __init__, with the manifest that `DecodedImageCache.fresh_manifest()` or
+    `.build()` returned.
     """
 
-    def __init__(
-        self,
-        cache: DecodedImageCache,
-        manifest: dict[str, Any],
-        split: str,
-        boundary: str = "foreground",
-        transform: Callable[..., dict[str, Any]] | None = None,
-        val_every: int = 10,
-    ) -> None:
+    def _use_cache(self, cache: DecodedImageCache, manifest: dict[str, Any]) -> None:
         self._manifest = manifest
-        super().__init__(cache.root, split, boundary, transform, val_every)
-        rows = {name: row for row, name in enumerate(manifest["names"])}
-        self._rows = [rows[name] for name in self.names]
         self._files = [
             cache.path / f"{kind}-{manifest['build_id']}.npy" for kind in ("images", "trimaps")
         ]
@@ -231,12 +195,14 @@ class CachedOxfordPetDataset(OxfordPetDataset):
         cached = set(self._manifest["names"])
         names = [name for name in listed if name in cached]
         skipped = [(name, self._manifest["skipped"][name]) for name in listed if name not in cached]
+        rows = {name: row for row, name in enumerate(self._manifest["names"])}
+        self._rows = [rows[name] for name in names]
         return names, skipped
 
     def _decoded(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         images, trimaps = self._open()
         row = self._rows[index]
-        return np.array(images[row]), BOUNDARY_LUTS[self.boundary][trimaps[row]]
+        return np.array(images[row]), self.source.to_mask(trimaps[row])
 
     def _open(self) -> tuple[np.ndarray, np.ndarray]:
         """Map the arrays on first use, in each worker (a pickled memmap would be a copy)."""
@@ -253,3 +219,19 @@ class CachedOxfordPetDataset(OxfordPetDataset):
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_arrays": None}
+
+
+class CachedOxfordPetDataset(CachedSamples, OxfordPetDataset):
+    """`OxfordPetDataset` whose samples come from a fresh `DecodedImageCache`."""
+
+    def __init__(
+        self,
+        cache: DecodedImageCache,
+        manifest: dict[str, Any],
+        split: str,
+        boundary: str = "foreground",
+        transform: Callable[..., dict[str, Any]] | None = None,
+        val_every: int = 10,
+    ) -> None:
+        self._use_cache(cache, manifest)
+        OxfordPetDataset.__init__(self, cache.root, split, boundary, transform, val_every)

@@ -1,6 +1,10 @@
-"""Oxford-IIIT Pet (or its synthetic stand-in) as a LightningDataModule.
+"""The LightningDataModule every source shares: Oxford-IIIT Pet (or its synthetic
+stand-in) and a folder of images and masks (`FolderDataModule`, data=folder).
 
-`prepare_data` (one process per node) downloads or generates the files, and with
+`SegmentationDataModule` holds what does not depend on the layout: option checks, the
+transforms, the decoded-image cache, the loaders and the warning for left-out samples; a
+subclass gives it a `Source` (segpets/data/dataset.py) and says how a split's dataset is
+made. `prepare_data` (one process per node) downloads or generates the files, and with
 `cache` set builds the decoded-image cache (segpets/data/cache.py); `setup` (every
 process) reads the lists, checks the files and reports the samples it leaves out in one
 warning. Call `prepare_data()` before `setup()` when using it outside a Trainer.
@@ -13,17 +17,31 @@ from typing import Any
 
 import albumentations as A
 import lightning as L
+import numpy as np
 import torch
 from lightning.fabric.utilities.seed import pl_worker_init_function
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, get_worker_info
 
 from segpets.constants import IMAGENET_MEAN, IMAGENET_STD
-from segpets.data.cache import CachedOxfordPetDataset, DecodedImageCache, cache_size
+from segpets.data.cache import (
+    CachedOxfordPetDataset,
+    CachedSamples,
+    DecodedImageCache,
+    cache_size,
+)
+from segpets.data.dataset import SegmentationDataset, Source
 from segpets.data.download import download_oxford_pet
+from segpets.data.folder import FolderDataset, FolderSource
 from segpets.data.loading import AUTO, check_loader_options, loader_options
-from segpets.data.oxford_pet import SPLITS, OxfordPetDataset, check_boundary, check_layout
+from segpets.data.oxford_pet import (
+    SPLITS,
+    OxfordPetDataset,
+    OxfordPetSource,
+    check_boundary,
+    check_layout,
+)
 from segpets.data.synthetic import SyntheticPets
 from segpets.data.transforms import eval_transform, train_transform
 from segpets.errors import ConfigError
@@ -36,15 +54,15 @@ STAGE_SPLITS = {
 }
 SHOWN_SKIPPED = 5  # how many left-out samples the warning names
 CACHED_SPLITS = {True: SPLITS, "train": ("train",)}  # data.cache -> the splits it serves
+NORMALIZE = ("imagenet", "dataset", "stored")
 
 
-class OxfordPetDataModule(L.LightningDataModule):
-    """Train / val / test loaders of dicts {"image", "mask", "name"} (see OxfordPetDataset).
+class SegmentationDataModule(L.LightningDataModule):
+    """Train / val / test loaders of dicts {"image", "mask", "name"} from any `Source`.
 
     Train uses `augment` (default: resize only) and outputs train_size squares (default:
     image_size); eval splits resize to image_size x image_size, the size the model
     predicts at; both end with Normalize(mean, std) and ToTensorV2.
-    With `synthetic`, `prepare_data` writes that generator's dataset to `root`.
     With `cache`, samples are read from squares of cache_size(image_size) pixels decoded
     once into `cache_dir`, and used only while they match the files (else decoded again):
     every split's with `cache=True`, the train split's alone with `cache="train"`, so that
@@ -53,19 +71,15 @@ class OxfordPetDataModule(L.LightningDataModule):
 
     def __init__(
         self,
-        root: str,
+        source: Source,
         image_size: int = 256,
         batch_size: int = 16,
         num_workers: int | str = AUTO,
-        boundary: str = "foreground",
-        download: bool = False,
         augment: Sequence[A.BasicTransform] | None = None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
-        val_every: int = 10,
         pin_memory: bool | None = None,
         prefetch_factor: int | str = AUTO,
-        synthetic: SyntheticPets | None = None,
         cache: bool | str = False,
         cache_dir: str | None = None,
         train_size: int | None = None,
@@ -77,20 +91,6 @@ class OxfordPetDataModule(L.LightningDataModule):
         _check_int("data.train_size", train_size, 1, "(or null: data.image_size)")
         _check_int("data.batch_size", batch_size, 1)
         check_loader_options(num_workers, prefetch_factor)
-        _check_int("data.val_every", val_every, 2, "(every val_every-th trainval line is val)")
-        check_boundary(boundary)
-        if not root:
-            raise ConfigError(f"data.root must be a folder path, got {root!r}")
-        if synthetic is not None and not isinstance(synthetic, SyntheticPets):
-            raise ConfigError(
-                "data.synthetic must be a SyntheticPets (give it "
-                f"_target_: segpets.data.SyntheticPets) or null, got {synthetic!r}"
-            )
-        if synthetic is not None and download:
-            raise ConfigError(
-                "data.download=true and data.synthetic both set: synthetic data is generated, "
-                "not downloaded; drop one of them"
-            )
         if not (isinstance(cache, bool) or cache == "train"):
             raise ConfigError(
                 "data.cache must be false, true (every split) or train (the train split "
@@ -101,33 +101,46 @@ class OxfordPetDataModule(L.LightningDataModule):
                 f"data.cache={str(cache).lower()} needs data.cache_dir, the folder for the "
                 "decoded images"
             )
-        self.root = Path(root)
+        self.source = source
+        self.root = Path(source.root)
         self.image_size = image_size
         self.train_size = train_size
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.boundary = boundary
-        self.download = download
         self.mean = _three_floats("data.mean", mean, positive=False)
         self.std = _three_floats("data.std", std, positive=True)
-        self.val_every = val_every
         self.pin_memory = pin_memory
         self.prefetch_factor = prefetch_factor
-        self.synthetic = synthetic
-        self.cache = DecodedImageCache(root, cache_dir, cache_size(image_size)) if cache else None
+        self.cache = DecodedImageCache(source, cache_dir, cache_size(image_size)) if cache else None
         self.cached_splits = CACHED_SPLITS[cache] if cache else ()
-        # Built now so that a bad augment config fails before any data is read.
-        self.train_transform = train_transform(augment, train_size, self.mean, self.std)
-        self.eval_transform = eval_transform(image_size, self.mean, self.std)
-        self._datasets: dict[str, OxfordPetDataset] = {}
+        self._augment = augment
+        self._build_transforms()
+        self._datasets: dict[str, SegmentationDataset] = {}
+
+    def _build_transforms(self) -> None:
+        # Built at once so that a bad augment config fails before any data is read.
+        self.train_transform = train_transform(self._augment, self.train_size, self.mean, self.std)
+        self.eval_transform = eval_transform(self.image_size, self.mean, self.std)
+
+    def _prepare_source(self) -> None:
+        """Get the source's files in place (download, generate); nothing by default."""
+
+    def _new_dataset(
+        self, split: str, transform: A.Compose, manifest: dict | None
+    ) -> SegmentationDataset:
+        """The dataset of `split`: read from the cache with a fresh `manifest`, else the files."""
+        raise NotImplementedError
+
+    def _announce(self) -> None:
+        """Say, once, what the source found (a folder's layout line and warnings)."""
+
+    def stored_options(self) -> dict[str, Any]:
+        """Data options a run stores with its config so that eval, predict and model folders
+        use what training used (a folder's split, computed statistics); none by default."""
+        return {}
 
     def prepare_data(self) -> None:
-        if Path(self.root).is_file():  # before anything writes under it
-            check_layout(self.root)
-        if self.synthetic is not None:
-            self.synthetic.write(self.root)
-        elif self.download:
-            download_oxford_pet(self.root)
+        self._prepare_source()
         if self.cache is not None:
             self.cache.build()
 
@@ -135,7 +148,7 @@ class OxfordPetDataModule(L.LightningDataModule):
         """Build the splits `stage` needs ("fit": train and val; None: all three)."""
         self._build(STAGE_SPLITS.get(stage, SPLITS))
 
-    def dataset(self, split: str) -> OxfordPetDataset:
+    def dataset(self, split: str) -> SegmentationDataset:
         """The dataset of "train", "val" or "test" (built on first use)."""
         if split not in SPLITS:
             raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
@@ -168,7 +181,7 @@ class OxfordPetDataModule(L.LightningDataModule):
         return self._loader(self.dataset("test"), train=False)
 
     def _loader(
-        self, dataset: OxfordPetDataset, train: bool, options: dict[str, Any] | None = None
+        self, dataset: SegmentationDataset, train: bool, options: dict[str, Any] | None = None
     ) -> DataLoader:
         options = options or self._loader_options()
         sampler = None
@@ -201,19 +214,14 @@ class OxfordPetDataModule(L.LightningDataModule):
     def _build(self, splits: Sequence[str]) -> None:
         """Read and check the splits not built yet; one warning for all left-out samples."""
         new = [split for split in splits if split not in self._datasets]
+        if new and not self._datasets:
+            self._announce()
         cached = set(new) & set(self.cached_splits)
         manifest = self._fresh_cache_manifest() if cached else None
         for split in new:
             transform = self.train_transform if split == "train" else self.eval_transform
-            if manifest is None or split not in cached:
-                dataset = OxfordPetDataset(
-                    self.root, split, self.boundary, transform, self.val_every
-                )
-            else:
-                dataset = CachedOxfordPetDataset(
-                    self.cache, manifest, split, self.boundary, transform, self.val_every
-                )
-            self._datasets[split] = dataset
+            in_cache = manifest if split in cached else None
+            self._datasets[split] = self._new_dataset(split, transform, in_cache)
         skipped = [item for split in new for item in self._datasets[split].skipped]
         if skipped:
             listed = len(skipped) + sum(len(self._datasets[split]) for split in new)
@@ -238,6 +246,236 @@ class OxfordPetDataModule(L.LightningDataModule):
                 "the files instead"
             )
         return manifest
+
+
+class OxfordPetDataModule(SegmentationDataModule):
+    """Oxford-IIIT Pet in its official layout (or its synthetic stand-in), see
+    `SegmentationDataModule` for the loaders, transforms and cache.
+
+    With `synthetic`, `prepare_data` writes that generator's dataset to `root`; with
+    `download`, it fetches the official archives into it.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 256,
+        batch_size: int = 16,
+        num_workers: int | str = AUTO,
+        boundary: str = "foreground",
+        download: bool = False,
+        augment: Sequence[A.BasicTransform] | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        val_every: int = 10,
+        pin_memory: bool | None = None,
+        prefetch_factor: int | str = AUTO,
+        synthetic: SyntheticPets | None = None,
+        cache: bool | str = False,
+        cache_dir: str | None = None,
+        train_size: int | None = None,
+    ) -> None:
+        _check_int("data.image_size", image_size, 1)
+        _check_int("data.val_every", val_every, 2, "(every val_every-th trainval line is val)")
+        check_boundary(boundary)
+        if not root:
+            raise ConfigError(f"data.root must be a folder path, got {root!r}")
+        if synthetic is not None and not isinstance(synthetic, SyntheticPets):
+            raise ConfigError(
+                "data.synthetic must be a SyntheticPets (give it "
+                f"_target_: segpets.data.SyntheticPets) or null, got {synthetic!r}"
+            )
+        if synthetic is not None and download:
+            raise ConfigError(
+                "data.download=true and data.synthetic both set: synthetic data is generated, "
+                "not downloaded; drop one of them"
+            )
+        self.boundary = boundary
+        self.download = download
+        self.val_every = val_every
+        self.synthetic = synthetic
+        super().__init__(
+            OxfordPetSource(root, boundary, val_every),
+            image_size=image_size,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            augment=augment,
+            mean=mean,
+            std=std,
+            pin_memory=pin_memory,
+            prefetch_factor=prefetch_factor,
+            cache=cache,
+            cache_dir=cache_dir,
+            train_size=train_size,
+        )
+
+    def _prepare_source(self) -> None:
+        if Path(self.root).is_file():  # before anything writes under it
+            check_layout(self.root)
+        if self.synthetic is not None:
+            self.synthetic.write(self.root)
+        elif self.download:
+            download_oxford_pet(self.root)
+
+    def _new_dataset(
+        self, split: str, transform: A.Compose, manifest: dict | None
+    ) -> SegmentationDataset:
+        if manifest is None:
+            return OxfordPetDataset(self.root, split, self.boundary, transform, self.val_every)
+        return CachedOxfordPetDataset(
+            self.cache, manifest, split, self.boundary, transform, self.val_every
+        )
+
+
+class CachedFolderDataset(CachedSamples, FolderDataset):
+    """`FolderDataset` whose samples come from a fresh `DecodedImageCache`."""
+
+    def __init__(
+        self,
+        cache: DecodedImageCache,
+        manifest: dict[str, Any],
+        split: str,
+        transform: A.Compose | None = None,
+    ) -> None:
+        self._use_cache(cache, manifest)
+        FolderDataset.__init__(self, cache.source, split, transform)
+
+
+class FolderDataModule(SegmentationDataModule):
+    """A folder of images and binary masks (data=folder; segpets/data/folder.py), with the
+    loaders, transforms and cache every source shares (`SegmentationDataModule`).
+
+    `normalize`: imagenet (data.mean / data.std as given, ImageNet's by default), dataset
+    (the train split's own per-channel mean and std, computed here once) or stored (the
+    data.mean / data.std that a normalize=dataset run computed and stored in its config).
+    `splits` ({split: [stems]}, which train stores) replaces split detection.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 256,
+        batch_size: int = 16,
+        num_workers: int | str = AUTO,
+        augment: Sequence[A.BasicTransform] | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        pin_memory: bool | None = None,
+        prefetch_factor: int | str = AUTO,
+        cache: bool | str = False,
+        cache_dir: str | None = None,
+        train_size: int | None = None,
+        images_dir: str = "images",
+        masks_dir: str = "masks",
+        mask_suffix: str = "",
+        split_fractions: Sequence[float] = (0.7, 0.15, 0.15),
+        split_seed: int = 0,
+        splits: dict[str, Sequence[str]] | None = None,
+        foreground_values: Sequence[int] | str | None = None,
+        ignore_value: int | None = None,
+        strict: bool = False,
+        normalize: str = "imagenet",
+        groups_csv: str | None = None,
+    ) -> None:
+        if normalize not in NORMALIZE:
+            raise ConfigError(
+                f"data.normalize must be one of {', '.join(NORMALIZE)} (imagenet: data.mean / "
+                "data.std as given; dataset: the train split's own, computed once), "
+                f"got {normalize!r}"
+            )
+        source = FolderSource(
+            root,
+            images_dir=images_dir,
+            masks_dir=masks_dir,
+            mask_suffix=mask_suffix,
+            splits=_plain(splits),
+            split_fractions=_plain(split_fractions),
+            split_seed=split_seed,
+            foreground_values=_plain(foreground_values),
+            ignore_value=ignore_value,
+            strict=strict,
+        )
+        self.normalize = normalize
+        self.groups_csv = groups_csv
+        self._announced = False
+        super().__init__(
+            source,
+            image_size=image_size,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            augment=augment,
+            mean=mean,
+            std=std,
+            pin_memory=pin_memory,
+            prefetch_factor=prefetch_factor,
+            cache=cache,
+            cache_dir=cache_dir,
+            train_size=train_size,
+        )
+        if normalize == "dataset":
+            self.mean, self.std = self.train_statistics()
+            self._build_transforms()
+
+    def _prepare_source(self) -> None:
+        self.source.scan()  # every check before anything (the cache) is written
+
+    def _announce(self) -> None:
+        if self._announced:
+            return
+        self._announced = True
+        scan = self.source.scan()
+        rank_zero_info(scan.summary(self.root))
+        for warning in scan.warnings:
+            rank_zero_warn(warning)
+
+    def _new_dataset(
+        self, split: str, transform: A.Compose, manifest: dict | None
+    ) -> SegmentationDataset:
+        if manifest is None:
+            return FolderDataset(self.source, split, transform)
+        return CachedFolderDataset(self.cache, manifest, split, transform)
+
+    def train_statistics(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """Per-channel mean and std (0..1 scale) over every pixel of the train split."""
+        total = np.zeros(3)
+        squares = np.zeros(3)
+        pixels = 0
+        for name in self.source.split_names("train"):
+            if self.source.check(name) is not None:
+                continue
+            image = self.source.load_image(name).reshape(-1, 3).astype(np.float64) / 255
+            total += image.sum(0)
+            squares += (image**2).sum(0)
+            pixels += len(image)
+        mean = total / max(pixels, 1)
+        std = np.sqrt(np.maximum(squares / max(pixels, 1) - mean**2, 1e-12))
+        return tuple(round(float(v), 6) for v in mean), tuple(round(float(v), 6) for v in std)
+
+    def stored_options(self) -> dict[str, Any]:
+        """The split (every stem of each) and, with normalize=dataset, the statistics, so
+        that a checkpoint scores the same test set with the same normalisation anywhere."""
+        record = self.source.split_record()
+        options: dict[str, Any] = {"splits": {split: record[split] for split in SPLITS}}
+        if self.normalize == "dataset":
+            options.update(normalize="stored", mean=list(self.mean), std=list(self.std))
+        return options
+
+    def test_data(self) -> dict[str, Any]:
+        """What metrics.json's `test_data` says: dataset, root, split and the test split's hash."""
+        return self.source.test_data()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Stored in every checkpoint (under this class's name): the split and the statistics."""
+        return {"split": self.source.split_record(), "mean": list(self.mean), "std": list(self.std)}
+
+
+def _plain(value: Any) -> Any:
+    """Hydra's ListConfig / DictConfig as plain lists and dicts (None and scalars kept)."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value)
+    return value
 
 
 def _seed_worker(worker_id: int) -> None:

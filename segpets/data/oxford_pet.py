@@ -19,18 +19,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import albumentations as A
 import numpy as np
 from PIL import Image
-from torch.utils.data import Dataset
 
 from segpets.constants import IGNORE_INDEX
-from segpets.data.transforms import build_transform
+from segpets.data.dataset import SegmentationDataset, Source, scan_names
 from segpets.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
 LIST_FORMAT = "<name> <class-id> <species> <breed-id>"
 TRIMAP_VALUES = (1, 2, 3)
+LIST_FILES = ("annotations/trainval.txt", "annotations/test.txt")
 
 # Trimap value -> mask value (index 0 is never looked up: trimaps hold only 1, 2, 3).
 _PET, _BACKGROUND = 1, 0
@@ -129,6 +128,16 @@ def load_trimap(path: str | Path) -> np.ndarray:
         return np.asarray(trimap)
 
 
+def looks_like_folder(root: Path) -> bool:
+    """Whether `root` holds one of data=folder's layouts (masks/ beside images, or split
+    folders) rather than Oxford's annotations/."""
+    if not root.is_dir() or (root / "annotations").exists():
+        return False
+    return (root / "masks").is_dir() or any(
+        (root / split / "masks").is_dir() for split in ("train", "val", "valid", "test")
+    )
+
+
 def check_layout(root: str | Path) -> None:
     """Raise a DataError that says what is missing under `root` and how to get it."""
     root = Path(root)
@@ -139,6 +148,12 @@ def check_layout(root: str | Path) -> None:
             f"data.root={root} is a file, not a folder: point data.root at the folder that "
             "holds images/ and annotations/ (the official Oxford-IIIT Pet layout), or use "
             "data=synthetic, which generates pet-like scenes and needs no download."
+        )
+    if missing and looks_like_folder(root):
+        raise DataError(
+            f"data.root={root} holds images and masks, not the Oxford-IIIT Pet layout (missing "
+            f"{', '.join(missing)}): use data=folder, which reads a folder of images and binary "
+            'masks (docs/data.md, "Your own data")'
         )
     if missing:
         what = "the folder does not exist" if not root.is_dir() else "missing " + ", ".join(missing)
@@ -187,17 +202,75 @@ def _check_sample(root: Path, name: str) -> str | None:
 
 def scan(root: str | Path, names: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
     """Split `names` into usable ones and (name, reason) pairs for the rest."""
-    kept, skipped = [], []
-    for name in names:
-        reason = _check_sample(Path(root), name)
-        if reason is None:
-            kept.append(name)
-        else:
-            skipped.append((name, reason))
-    return kept, skipped
+    return scan_names(OxfordPetSource(root), names)
 
 
-class OxfordPetDataset(Dataset):
+def _stat(path: Path) -> list[int] | None:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+class OxfordPetSource(Source):
+    """The official layout (module docstring) as a `Source`: raw masks are the trimaps, and
+    `boundary` is applied by `to_mask`, so the decoded-image cache serves every boundary."""
+
+    kind = "oxford_pet"
+
+    def __init__(self, root: str | Path, boundary: str = "foreground", val_every: int = 10):
+        check_boundary(boundary)
+        self.root = Path(root)
+        self.boundary = boundary
+        self.val_every = val_every
+
+    def split_names(self, split: str) -> list[str]:
+        check_layout(self.root)
+        return split_names(self.root, split, self.val_every)
+
+    def split_origin(self, split: str) -> str:
+        return str(self.root / list_file(split))
+
+    def check(self, name: str) -> str | None:
+        return _check_sample(self.root, name)
+
+    def image_path(self, name: str) -> Path:
+        return self.root / "images" / f"{name}.jpg"
+
+    def mask_path(self, name: str) -> Path:
+        return self.root / "annotations" / "trimaps" / f"{name}.png"
+
+    def load_image(self, name: str) -> np.ndarray:
+        return load_image(self.image_path(name))
+
+    def raw_mask(self, name: str) -> np.ndarray:
+        return load_trimap(self.mask_path(name))
+
+    def to_mask(self, raw: np.ndarray) -> np.ndarray:
+        return BOUNDARY_LUTS[self.boundary][raw]
+
+    def native_mask(self, name: str) -> np.ndarray:
+        trimap_path = self.mask_path(name)
+        try:
+            return trimap_to_mask(load_trimap(trimap_path), self.boundary)
+        except DataError as error:
+            raise DataError(f"{trimap_path}: {error}") from None
+
+    def cached_names(self) -> list[str]:
+        """Every sample name of trainval.txt and test.txt, once, in file order."""
+        names = [name for path in LIST_FILES for name in parse_list_file(self.root / path)]
+        return list(dict.fromkeys(names))
+
+    def cache_key(self) -> dict[str, Any]:
+        check_layout(self.root)
+        paths = [*LIST_FILES]
+        for name in self.cached_names():
+            paths += [f"images/{name}.jpg", f"annotations/trimaps/{name}.png"]
+        return {"sources": {path: _stat(self.root / path) for path in paths}}
+
+
+class OxfordPetDataset(SegmentationDataset):
     """One split of Oxford-IIIT Pet as dicts {"image", "mask" (1, H, W) uint8, "name"}.
 
     Without a transform, images keep their size and are only normalised with ImageNet
@@ -214,57 +287,5 @@ class OxfordPetDataset(Dataset):
     ) -> None:
         check_boundary(boundary)
         check_layout(root)
-        self.root = Path(root)
-        self.split = split
         self.boundary = boundary
-        self.transform = transform if transform is not None else build_transform([])
-        listed = split_names(root, split, val_every)
-        self.names, self.skipped = self._usable(listed)
-        if not self.names:
-            reasons = "; ".join(f"{n}: {r}" for n, r in self.skipped[:3])
-            why = (
-                f"all {len(listed)} listed samples are missing or unreadable ({reasons})"
-                if listed
-                else "it lists no sample for this split"
-            )
-            raise DataError(
-                f"{self.root / list_file(split)} gives no usable {split} samples: {why}"
-            )
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def _usable(self, listed: list[str]) -> tuple[list[str], list[tuple[str, str]]]:
-        """The listed names whose files are usable, and (name, reason) for the others."""
-        return scan(self.root, listed)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        image, mask = self._decoded(index)
-        out = self.transform(image=image, mask=mask)
-        return {"image": out["image"], "mask": out["mask"].unsqueeze(0), "name": self.names[index]}
-
-    def _decoded(self, index: int) -> tuple[np.ndarray, np.ndarray]:
-        """Sample `index` as an RGB image and its mask, before any transform."""
-        name = self.names[index]
-        return load_image(self.image_path(name)), self.native_mask(name)
-
-    def image_path(self, name: str) -> Path:
-        """The photo file of sample `name`."""
-        return self.root / "images" / f"{name}.jpg"
-
-    def mask_path(self, name: str) -> Path:
-        """The mask file of sample `name` (here its trimap)."""
-        return self.root / "annotations" / "trimaps" / f"{name}.png"
-
-    def native_mask(self, name: str) -> np.ndarray:
-        """The mask of `name` at its photo's original size, before any transform."""
-        trimap_path = self.mask_path(name)
-        try:
-            return trimap_to_mask(load_trimap(trimap_path), self.boundary)
-        except DataError as error:
-            raise DataError(f"{trimap_path}: {error}") from None
-
-    def seed_augmentations(self, seed: int) -> None:
-        """Albumentations keeps its own RNG, deaf to global seeds: seed it explicitly."""
-        if isinstance(self.transform, A.BaseCompose):
-            self.transform.set_random_seed(seed)
+        super().__init__(OxfordPetSource(root, boundary, val_every), split, transform)
