@@ -1,15 +1,19 @@
-"""`python -m segpets.report DIR [baseline=NAME]`: compare the configurations under DIR, seeds pooled.
+"""`python -m segpets.report DIR [baseline=NAME]`: compare the configurations under DIR.
 
 DIR is a multirun dir or any folder of runs (a run is a folder with `.hydra/` or
 `metrics.json`). Runs that differ only in their seed form one group, named by the
 overrides that set it apart from the other groups. Per group: mean ± std over seeds of
-val and test Dice, a 95% bootstrap interval of test Dice over the test images, training
-time, parameters, GFLOPs and test throughput. Each pair of groups (or each group against
-`baseline=NAME`, also `report.baseline=NAME`, NAME a group's name or part of it) is
-compared image by image: mean Dice difference with its 95% bootstrap interval, Wilcoxon
-signed-rank p, Holm-corrected over the comparisons, and a verdict at alpha 0.05. Groups
-tested on different test sets, or without per-image scores, are listed but not paired,
-and the report says why.
+val and test Dice, a 95% interval of its mean test Dice that resamples its seeds and its
+test images (segpets/stats.py), training time, parameters, GFLOPs and test throughput.
+Each pair of groups (or each group against `baseline=NAME`, also `report.baseline=NAME`,
+NAME a group's name or part of it) is compared on the test images both scored, paired by
+image and, where both ran the same seeds, by seed: mean Dice difference with its two-level
+interval, a seed-level and an image-level p, Holm-corrected over the comparisons, and a
+verdict at alpha 0.05. Groups with at least 3 seeds get a verdict on the configuration
+(seed and image level must agree; otherwise the report says which level lacks evidence
+and about how many seeds would do); groups with fewer get one on those trained models
+only, with the seeds to add. Groups tested on different test sets, or without per-image
+scores, are listed but not paired, and the report says why.
 
 Writes into DIR: report.md, report.html (one self-contained page: tables, figures, each
 group's worst test images), report.csv (one row per run), groups.csv, comparisons.csv,
@@ -48,12 +52,13 @@ COLUMNS = (
 )  # fmt: skip
 GROUP_COLUMNS = (
     "group", "seeds", "runs", "val_dice", "val_dice_std", "test_dice", "test_dice_std",
-    "test_dice_ci_low", "test_dice_ci_high", "test_images", "test_dice_dataset",
+    "test_dice_ci_low", "test_dice_ci_high", "test_dice_ci_method", "test_images", "test_dice_dataset",
     "test_dice_dataset_std", "train_seconds", "parameters", "gflops_forward",
     "test_images_per_second", "test_root", "overrides",
 )  # fmt: skip
 COMPARISON_COLUMNS = (
-    "a", "b", "images", "mean_difference", "ci_low", "ci_high", "p_value", "p_holm", "verdict",
+    "a", "b", "level", "seeds_a", "seeds_b", "pairing", "images", "mean_difference", "ci_low",
+    "ci_high", "seed_test", "p_seeds", "p_images", "p_value", "p_holm", "seeds_needed", "verdict",
 )  # fmt: skip
 NO_SCORES = (
     "no paired test: {} has no test_per_image.csv (trained before segpets wrote per-image scores)"
@@ -172,6 +177,14 @@ def _seed_of(overrides: Iterable[str], config: DictConfig | None) -> Any:
     return config.get("seed") if config is not None else None
 
 
+def _seed_order(seed: Any) -> tuple[int, float, str]:
+    """Numbers in numeric order, before any other seed value."""
+    try:
+        return (0, float(seed), "")
+    except (TypeError, ValueError):
+        return (1, 0.0, str(seed))
+
+
 def _dice_per_image(path: Path) -> dict[str, float]:
     return {name: values["dice"] for name, values in read_scores(path).items() if "dice" in values}
 
@@ -192,6 +205,16 @@ class Group:
     @property
     def finished(self) -> list[dict[str, Any]]:
         return [run for run in self.runs if run["status"] == "finished"]
+
+    @property
+    def scored(self) -> list[dict[str, Any]]:
+        """The finished runs with per-image test scores, in seed order."""
+        runs = [run for run in self.finished if run["scores"] is not None]
+        return sorted(runs, key=lambda run: _seed_order(run["seed"]))
+
+    def table(self, names: Sequence[str]) -> list[list[float]]:
+        """Seeds x images: each scored run's test Dice of `names`, in seed order."""
+        return [[run["scores"][n] for n in names] for run in self.scored]
 
     @property
     def image_dice(self) -> dict[str, float] | None:
@@ -282,7 +305,7 @@ def summarize(group: Group) -> dict[str, Any]:
         "test_dice_dataset": stats.mean_std([r["test_dice_dataset"] for r in finished]),
         "train_seconds": stats.mean_std([r["train_seconds"] for r in finished]),
         "test_images_per_second": stats.mean_std([r["test_images_per_second"] for r in finished]),
-        "test_dice_ci": stats.mean_ci(list(dice.values())) if dice else None,
+        "test_dice_ci": stats.two_level_ci(group.table(list(dice))) if dice else None,
         "test_images": len(dice) if dice else None,
         "parameters": first.get("parameters"),
         "gflops_forward": first.get("gflops_forward"),
@@ -303,6 +326,7 @@ def group_row(group: Group) -> dict[str, Any]:
         "test_dice_std": s["test_dice"].std,
         "test_dice_ci_low": ci[0],
         "test_dice_ci_high": ci[1],
+        "test_dice_ci_method": _ci_method(group) if s["test_dice_ci"] else None,
         "test_images": s["test_images"],
         "test_dice_dataset": s["test_dice_dataset"].mean,
         "test_dice_dataset_std": s["test_dice_dataset"].std,
@@ -313,6 +337,10 @@ def group_row(group: Group) -> dict[str, Any]:
         "test_root": (group.test_set or {}).get("root"),
         "overrides": " ".join(group.key or ()),
     }
+
+
+def _ci_method(group: Group) -> str:
+    return "seeds x images" if len(group.scored) > 1 else "images (one seed)"
 
 
 # --- Comparisons -------------------------------------------------------------------------
@@ -365,51 +393,167 @@ def _not_pairable(a: Group, b: Group) -> str | None:
     return None
 
 
+def _seeds(group: Group) -> list[str]:
+    return [str(run["seed"]) for run in group.scored]
+
+
+def _shared_seeds(a: Group, b: Group) -> bool:
+    """Whether a and b ran the same seeds, each once: then seed s of a pairs with seed s of b."""
+    seeds_a, seeds_b = _seeds(a), _seeds(b)
+    return len(seeds_a) > 1 and len(set(seeds_a)) == len(seeds_a) and seeds_a == seeds_b
+
+
+def _pairing(a: Group, b: Group, paired_seeds: bool) -> str:
+    if paired_seeds:
+        return "by seed and image"
+    seeds_a, seeds_b = _seeds(a), _seeds(b)
+    if len(seeds_a) == len(seeds_b) == 1 and seeds_a == seeds_b:
+        return "by image"
+    return f"by image only (seeds {','.join(seeds_a)} vs {','.join(seeds_b)})"
+
+
+def _seeds_to_add(groups: Sequence[Group], wanted: int) -> str:
+    """The `seed=...` runs that bring each group to `wanted` seeds: first the seeds the
+    other group ran (so that the groups pair by seed), then numbers after the largest used.
+    A count where the seeds are not numbers."""
+    ran = [set(_seeds(group)) for group in groups]
+    try:
+        used = sorted({int(seed) for seeds in ran for seed in seeds})
+    except ValueError:
+        missing = wanted - min(len(seeds) for seeds in ran)
+        return f"{missing} more seed{'s' if missing != 1 else ''}"
+    target = [*used, *range(used[-1] + 1, used[-1] + 1 + wanted)][: max(wanted, len(used))]
+    adds = [[s for s in target if str(s) not in seeds][: wanted - len(seeds)] for seeds in ran]
+    said = [_seed_override(add) for add in adds]
+    if len(set(said)) == 1:
+        return said[0]
+    return ", ".join(
+        f"{text} to {group.name}" for text, group in zip(said, groups, strict=True) if text
+    )
+
+
+def _seed_override(seeds: Sequence[int]) -> str:
+    """seed=3,4,5, or Hydra's sweep range (end excluded) for a long consecutive run."""
+    if not seeds:
+        return ""
+    if len(seeds) > 5 and list(seeds) == list(range(seeds[0], seeds[-1] + 1)):
+        return f"seed='range({seeds[0]},{seeds[-1] + 1})'"
+    return "seed=" + ",".join(str(s) for s in seeds)
+
+
+def _verdict(a: Group, b: Group, result: stats.GroupComparison, adjusted_p: float) -> str:
+    """The verdict in words: who is better and at which level, or what lacks evidence."""
+    direction, lacking = stats.decide(result, adjusted_p)
+    needed = stats.seeds_needed(result.mean_difference, result.seed.spread) if result.seed else None
+    said = {1: f"{a.name} better than {b.name}", -1: f"{b.name} better than {a.name}"}
+    if result.level == stats.CONFIGURATION:
+        if direction:
+            return said[direction]
+        more = (
+            f"; about {needed} seeds a group would detect {result.mean_difference:+.4f} at the "
+            f"observed seed spread ({_seeds_to_add([a, b], needed)})"
+            if needed is not None and needed > min(result.seeds)
+            else ""
+        )
+        return f"{stats.NO_DIFFERENCE} (no evidence at {' nor at '.join(lacking)}{more})"
+    few = [group for group in (a, b) if len(_seeds(group)) < stats.MIN_SEEDS]
+    counts = ", ".join(f"{g.name}: {len(_seeds(g))}" for g in few)
+    wanted = max(stats.MIN_SEEDS, min(needed or stats.MIN_SEEDS, 10))
+    scope = (
+        f"for these trained models only (seeds {counts}; add {_seeds_to_add([a, b], wanted)} "
+        "for a verdict on the configuration)"
+    )
+    if direction:
+        return f"{said[direction]} {scope}"
+    return f"{stats.NO_DIFFERENCE} {scope}"
+
+
 def compare(groups: Sequence[Group], baseline: Group | None = None) -> list[dict[str, Any]]:
-    """One row per pair (a, b): a - b in per-image test Dice, seeds averaged per image,
-    over the images both scored; the p-values Holm-adjusted over the rows that have one."""
-    rows = []
+    """One row per pair (a, b): a - b in per-image test Dice over the images both scored,
+    from each group's seeds x images table (stats.compare_tables); the p-values the
+    verdicts rest on Holm-adjusted over the rows that have one."""
+    rows, results = [], []
     for a, b in _pairs(groups, baseline):
         row: dict[str, Any] = {"a": a.name, "b": b.name}
         reason = _not_pairable(a, b)
         if reason is not None:
             rows.append({**row, "verdict": reason})
             continue
-        dice_a, dice_b = a.image_dice or {}, b.image_dice or {}
-        names = sorted(set(dice_a) & set(dice_b))
-        result = stats.paired([dice_a[n] for n in names], [dice_b[n] for n in names])
+        names = sorted(set(a.image_dice or {}) & set(b.image_dice or {}))
+        paired_seeds = _shared_seeds(a, b)
+        result = stats.compare_tables(a.table(names), b.table(names), paired_seeds)
         ci = result.ci or (None, None)
         rows.append(
             {
                 **row,
-                "images": result.n,
+                "level": result.level,
+                "seeds_a": result.seeds[0],
+                "seeds_b": result.seeds[1],
+                "pairing": _pairing(a, b, paired_seeds),
+                "images": result.images,
                 "mean_difference": result.mean_difference,
                 "ci_low": ci[0],
                 "ci_high": ci[1],
+                "seed_test": result.seed.test if result.seed else None,
+                "p_seeds": result.seed.p_value if result.seed else None,
+                "p_images": result.image_p,
                 "p_value": result.p_value,
             }
         )
-    tested = [row for row in rows if "p_value" in row]
-    for row, adjusted in zip(tested, stats.holm([r["p_value"] for r in tested]), strict=True):
-        row["p_holm"] = adjusted
-        row["verdict"] = stats.verdict(row["a"], row["b"], row["mean_difference"], adjusted)
+        results.append((rows[-1], a, b, result))
+    adjusted = stats.holm([result.p_value for *_, result in results])
+    for (row, a, b, result), p_holm in zip(results, adjusted, strict=True):
+        row["p_holm"] = p_holm
+        row["seeds_needed"] = (
+            stats.seeds_needed(result.mean_difference, result.seed.spread) if result.seed else None
+        )
+        row["verdict"] = _verdict(a, b, result, p_holm)
     return rows
+
+
+def _left_out(groups: Sequence[Group]) -> list[str]:
+    """The runs of compared groups that no comparison uses, and why."""
+    out = []
+    for group in groups:
+        for run in group.runs:
+            if run["status"] != "finished":
+                out.append(f"{run['run']} ({group.name}, seed {run['seed']}: {run['status']})")
+            elif run["scores"] is None and group.scored:
+                out.append(f"{run['run']} ({group.name}, seed {run['seed']}: no per-image scores)")
+    return out
 
 
 def method_note(comparisons: Sequence[dict[str, Any]], groups: Sequence[Group]) -> str:
     """What the comparisons did, in one paragraph (the report's "Holm note")."""
     if sum(bool(group.finished) for group in groups) < 2:
         return f"one group{'' if len(groups) == 1 else ' with finished runs'}: nothing to compare."
-    tested = sum("p_value" in row for row in comparisons)
+    tested = [row for row in comparisons if "p_value" in row]
     if not tested:
         return "No pair of groups could be tested image by image (reasons in the table)."
-    return (
-        "Paired by test image: each group's per-image test Dice averaged over its seeds, "
-        f"difference a - b with a {stats.CI_METHOD} interval over the images; "
-        f"p from the {stats.TEST_NAME} test; Holm correction applied over {tested} "
-        f"comparison{'s' if tested != 1 else ''} (family-wise alpha {stats.ALPHA}); "
-        f'"{stats.NO_DIFFERENCE}" where the Holm-adjusted p >= {stats.ALPHA}.'
+    note = (
+        "Each group's test scores are a table of seeds x test images; every interval is a "
+        f"{stats.TWO_LEVEL_METHOD} of the mean (a group) or of a - b (a comparison), paired "
+        "by image always and by seed where both groups ran the same seeds; with one seed a "
+        f"group, a {stats.CI_METHOD} over its images. Groups with at least {stats.MIN_SEEDS} "
+        f"seeds get a verdict on the configuration: the seed-level test ({stats.SEED_TEST_PAIRED}"
+        f", or {stats.SEED_TEST_UNPAIRED} where the seeds differ) must give a Holm-adjusted "
+        f"p < {stats.ALPHA} and the interval must exclude 0; groups with fewer seeds are "
+        f"compared as trained models ({stats.TEST_NAME} on the per-image Dice averaged over "
+        "seeds), and their verdicts say so. "
+        f"Holm correction applied over {len(tested)} comparison{'s' if len(tested) != 1 else ''} "
+        f"(family-wise alpha {stats.ALPHA}); "
+        f'"{stats.NO_DIFFERENCE}" says which level lacks evidence.'
     )
+    unpaired = sum(row.get("pairing", "").startswith("by image only") for row in tested)
+    if unpaired:
+        note += (
+            f" {unpaired} comparison{'s' if unpaired != 1 else ''} paired by image only: "
+            "the groups ran different seeds, drawn independently."
+        )
+    left_out = _left_out(groups)
+    if left_out:
+        note += f" Left out: {'; '.join(left_out)}."
+    return note
 
 
 # --- Figures -----------------------------------------------------------------------------
@@ -575,7 +719,7 @@ def _ci(interval: tuple[float, float] | None) -> str:
 def group_table(groups: Sequence[Group]) -> tuple[list[str], list[list[str]]]:
     """Header and cells of the groups table in report.md and report.html."""
     header = [
-        "group", "seeds", "val Dice", "test Dice (per image)", "test Dice 95% CI (images)",
+        "group", "seeds", "val Dice", "test Dice (per image)", "test Dice 95% CI",
         "test Dice (dataset)", "train s", "parameters", "GFLOPs", "test img/s",
     ]  # fmt: skip
     cells = []
@@ -587,7 +731,8 @@ def group_table(groups: Sequence[Group]) -> tuple[list[str], list[list[str]]]:
         cells.append(
             [
                 group.name, seeds, _cell(s["val_dice"]), _cell(s["test_dice"]),
-                _ci(s["test_dice_ci"]), _cell(s["test_dice_dataset"]),
+                _ci(s["test_dice_ci"]) + (" (images, one seed)" if len(group.scored) == 1 else ""),
+                _cell(s["test_dice_dataset"]),
                 _formatted(s["train_seconds"].mean, ".1f"), _cell(s["parameters"]),
                 _formatted(s["gflops_forward"], ".3g"),
                 _formatted(s["test_images_per_second"].mean, ".1f"),
@@ -597,12 +742,16 @@ def group_table(groups: Sequence[Group]) -> tuple[list[str], list[list[str]]]:
 
 
 def comparison_table(comparisons: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
-    header = ["a", "b", "images", "mean Dice a - b", "95% CI", "Wilcoxon p", "Holm p", "verdict"]
+    header = ["a", "b", "seeds", "images", "mean Dice a - b", "95% CI (two-level)", "seed p",
+              "image p", "Holm p", "verdict"]  # fmt: skip
     cells = [
         [
-            row["a"], row["b"], _cell(row.get("images")), _cell(row.get("mean_difference")),
+            row["a"], row["b"],
+            f"{row['seeds_a']} / {row['seeds_b']}" if "seeds_a" in row else "",
+            _cell(row.get("images")), _cell(row.get("mean_difference")),
             _ci((row["ci_low"], row["ci_high"]) if row.get("ci_low") is not None else None),
-            _cell(row.get("p_value")), _cell(row.get("p_holm")), row["verdict"],
+            _cell(row.get("p_seeds")), _cell(row.get("p_images")), _cell(row.get("p_holm")),
+            row["verdict"],
         ]
         for row in comparisons
     ]  # fmt: skip
