@@ -508,3 +508,28 @@ def test_a_folder_without_runs_exits_2(tmp_path, capsys):
         main([str(tmp_path)])
     assert exit_.value.code == 2
     assert capsys.readouterr().err.startswith(f"segpets: error: no runs under {tmp_path}")
+
+
+def test_seed_verdict_script_prints_the_reports_seed_level_test(capsys):
+    """scripts/seed_verdict.py: the report's seed-level half, for docs' per-seed figures."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "seed_verdict.py"
+    spec = importlib.util.spec_from_file_location("seed_verdict", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    a, b = [0.82, 0.84, 0.86], [0.80, 0.81, 0.82]
+    script.main(["--a", *map(str, a), "--b", *map(str, b), "--paired", "--holm", "2"])
+    out = capsys.readouterr().out
+    p = stats.seed_test(a, b, paired_seeds=True).p_value
+    assert "mean a - b over seeds: +0.0300" in out
+    assert f"paired t-test: p = {p:.2g} (x2 comparisons: {2 * p:.2g})" in out
+    assert "level: configuration; the seed level does not support a verdict" in out  # 0.07
+    script.main(["--a", *map(str, a), "--b", *map(str, b), "--paired"])
+    assert "level: configuration; the seed level supports a verdict" in capsys.readouterr().out
+    script.main(["--a", "0.8", "0.7", "--b", "0.8", "0.6"])
+    out = capsys.readouterr().out
+    assert "Welch t-test" in out and "does not support a verdict (fewer than 3 seeds" in out
+    with pytest.raises(SystemExit):
+        script.main(["--a", "0.8", "0.7", "--b", "0.8", "--paired"])
+    assert "--paired needs as many a as b values, got 2 and 1" in capsys.readouterr().err
