@@ -80,7 +80,7 @@ def inspect_dataset(cfg: DictConfig) -> dict[str, Any]:
         )
     read = time.perf_counter()
     root = Path(datamodule.root)
-    result = fingerprint(datasets, facts, root, cfg.duplicate_bits)
+    result = fingerprint(datasets, facts, root, cfg.duplicate_bits, _source_warnings(datamodule))
     seconds = {"datasets": built - started, "samples": read - built, **result.pop("seconds")}
     result = {"format": result.pop("format"), "source": _source(cfg, root), **result}
     started = time.perf_counter()
@@ -101,6 +101,13 @@ def inspect_dataset(cfg: DictConfig) -> dict[str, Any]:
         written.append(Path(cfg.output))
     _print(result, cfg.shown, written)
     return result
+
+
+def _source_warnings(datamodule: Any) -> list[str]:
+    """What the data source said about the files when it read them (data=folder's scan:
+    files that are not pairs, JPEG masks, masks at another scale); none for Oxford."""
+    scan = getattr(getattr(datamodule, "source", None), "scan", None)
+    return [str(text) for text in getattr(scan(), "warnings", ())] if callable(scan) else []
 
 
 def _source(cfg: DictConfig, root: Path) -> dict[str, Any]:
@@ -155,7 +162,8 @@ def _print(result: dict[str, Any], shown: int, written: list[Path]) -> None:
     for pair in duplicates["pairs"][:shown]:
         console.print(f"near-duplicate: {pair['a']} ~ {pair['b']} ({pair['distance']} bits)")
     for problem in result["problems"][:shown]:
-        console.print(f"problem: {problem['split']}/{problem['name']}: {problem['problem']}")
+        where = f"{problem['split']}/{problem['name']}: " if problem["name"] is not None else ""
+        console.print(f"problem: {where}{problem['problem']}")
     more = len(result["problems"]) - shown
     if more > 0:
         console.print(f"... and {more} more problems in {FINGERPRINT}")

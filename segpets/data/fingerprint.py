@@ -27,7 +27,9 @@ the files while its `manifest` still matches `root_manifest(data.root)`. Its key
   (image and mask, where known)}], one per problem found; kinds: "unpaired" (a file
   missing), "unreadable", "size mismatch" (mask and image sizes differ), "left out" (any
   other reason the dataset gave for leaving a sample out), "empty mask" (no foreground),
-  "mask not decoded" (values its decoding rule cannot map), "name in two splits".
+  "mask not decoded" (values its decoding rule cannot map), "name in two splits", and
+  "source warning" (split and name null: what the source said when it was read, e.g.
+  data=folder's files that are not image/mask pairs, named, or its JPEG masks).
   `problem_counts`: kind -> count.
 - `montage`: the picture of sample images with their masks tinted (file name in the run
   dir). `seconds`: time per phase.
@@ -240,11 +242,15 @@ def near_duplicates(
 
 
 def fingerprint(
-    datasets: dict[str, Any], facts: list[dict[str, Any]], root: str | Path, threshold: int
+    datasets: dict[str, Any],
+    facts: list[dict[str, Any]],
+    root: str | Path,
+    threshold: int,
+    warnings: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The fingerprint (see the module docstring) of `datasets` (split -> dataset built
     from the files under `root`) from their samples' `facts` (`SampleReader`), without
-    `source` and `montage`."""
+    `source` and `montage`; `warnings`, what the source said about files it left out."""
     seconds = {}
     problems = [
         {"split": split, "name": name, "kind": _kind(reason), "problem": reason, "files": []}
@@ -269,6 +275,10 @@ def fingerprint(
                 )
             )
     problems += _names_in_two_splits(datasets)
+    problems += [
+        {"split": None, "name": None, "kind": "source warning", "problem": text, "files": []}
+        for text in warnings
+    ]
 
     started = time.perf_counter()
     hashes = {

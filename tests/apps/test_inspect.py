@@ -235,6 +235,43 @@ def test_mask_encodings_are_named_by_mode_and_values(mode, values, encoding):
         assert mask_encoding(rgb) == "RGB " + encoding[2:]
 
 
+def write_folder(root, oxford):
+    """The handmade dataset in data=folder's layout: 0/255 PNG masks, split files."""
+    for folder in ("images", "masks", "splits"):
+        (root / folder).mkdir(parents=True)
+    for name in SIZES:
+        (root / "images" / f"{name}.jpg").write_bytes(
+            (oxford / "images" / f"{name}.jpg").read_bytes()
+        )
+        trimap = np.asarray(Image.open(oxford / "annotations" / "trimaps" / f"{name}.png"))
+        Image.fromarray(np.where(trimap == 2, 0, 255).astype(np.uint8)).save(
+            root / "masks" / f"{name}.png"
+        )
+    for split in ("train", "val", "test"):
+        names = [name for name in SIZES if name.startswith(split)]
+        (root / "splits" / f"{split}.txt").write_text("\n".join(names) + "\n")
+    (root / "images" / "notes.txt").write_text("not a photo")
+    return root
+
+
+def test_folder_data_gives_the_figures_of_the_same_files_in_the_oxford_layout(handmade, tmp_path):
+    root = write_folder(tmp_path / "folder", handmade)
+    oxford = inspect(tmp_path / "oxford", handmade)
+    cfg = compose_train(
+        tmp_path / "folder-run", ["data=folder", f"data.root={root}", "workers=0"], "inspect"
+    )
+    folder = inspect_dataset(cfg)
+    for key in ("pairs", "image_size", "image_modes", "foreground", "regions", "near_duplicates"):
+        assert folder[key] == oxford[key], key
+    assert folder["source"]["target"] == "segpets.data.FolderDataModule"
+    # test_e's mask holds only background.
+    assert folder["mask_encodings"] == {"L {0,255}": 5, "L {0}": 1}
+    kinds = [(p["kind"], p["name"]) for p in folder["problems"]]
+    assert ("empty mask", "test_e") in kinds
+    (warning,) = [p["problem"] for p in folder["problems"] if p["kind"] == "source warning"]
+    assert str(root / "images" / "notes.txt") in warning
+
+
 def test_no_dataset_at_data_root_exits_2_naming_it(tmp_path):
     missing = tmp_path / "nowhere"
     result = run_segpets(
