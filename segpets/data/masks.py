@@ -97,11 +97,14 @@ def describe_values(shares: dict[int, float], limit: int = 8) -> str:
 
 
 def looks_like_jpeg(mask: np.ndarray) -> bool:
-    """Values near 0 and near 255, with few pixels between: a 0/255 mask after lossy saving."""
+    """Values near 0 and near 255, with few pixels between, and more than three of them: a
+    0/255 mask after lossy saving."""
     if mask.dtype != np.uint8 or mask.size == 0:
         return False
     low, high = int(mask.min()), int(mask.max())
     if low >= NEAR or high < 255 - NEAR:
+        return False
+    if len(np.unique(mask)) <= 3:  # 0 / 1 / 255 (VOC borders) is labels, not artefacts
         return False
     middle = np.count_nonzero((mask >= NEAR) & (mask <= 255 - NEAR))
     return middle <= MIDDLE_SHARE * mask.size
