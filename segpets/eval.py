@@ -10,6 +10,9 @@ Writes into its run dir:
 - `per_image.csv`: one row per image, worst Dice first, with species, breed,
   boundary_dice and interior_dice besides the scores training writes.
 - `worst.png`: the `worst` lowest-Dice images with their errors coloured (none for 0).
+- with `corruptions=standard`: robustness.csv, robustness_per_image.csv and
+  robustness.png, the split scored again under corrupted photos, and the mean corruption
+  Dice and relative robustness in metrics.json (segpets/corruptions.py).
 
 The checkpoint's run decides the test-time augmentation (`tta`) and the post-processing
 (`postprocess`) unless the command line names them (`tta=none postprocess=none` scores
@@ -31,7 +34,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 from rich.progress import track
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from segpets.analysis import (
     BAND_RADIUS,
@@ -47,6 +50,7 @@ from segpets.analysis import (
     write_worst_sheet,
 )
 from segpets.cli import CONFIG_PATH, exit_on_user_error, run
+from segpets.corruptions import build_corruptions, score_corruptions, write_robustness
 from segpets.data.loading import AUTO, loader_options
 from segpets.errors import ConfigError
 from segpets.inference import check_tta, postprocess_name
@@ -168,6 +172,7 @@ def _summary(cfg: DictConfig, report: dict[str, Any], threshold: float) -> str:
 def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Score `cfg.ckpt_path` on `cfg.split`; write metrics.json, per_image.csv, worst.png."""
     _check_options(cfg)
+    corruptions = build_corruptions(cfg.get("corruptions"))
     configure_runtime(cfg)
     trained = load_for_inference(cfg, overrides)
     run, device = trained.run_config, trained.device
@@ -176,31 +181,31 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     datamodule = instantiate(run.data, augment=None)
     datamodule.prepare_data()
     dataset = datamodule.dataset(cfg.split)
-    loader = DataLoader(
-        dataset,
-        batch_size=run.data.batch_size,
-        **loader_options(
-            run.data.num_workers,
-            run.data.get("pin_memory"),
-            run.data.get("prefetch_factor", AUTO),
-            device.type,
-        ),
+    options = loader_options(
+        run.data.num_workers,
+        run.data.get("pin_memory"),
+        run.data.get("prefetch_factor", AUTO),
+        device.type,
     )
+
+    def loader_of(data: Dataset) -> DataLoader:
+        return DataLoader(data, batch_size=run.data.batch_size, **options)
 
     def predict(images: torch.Tensor) -> torch.Tensor:
         return trained.probabilities(images.to(device)).float()
 
+    def views_of(batch: dict[str, Any]) -> list[tuple[torch.Tensor, torch.Tensor, list[str]]]:
+        """A batch's probabilities and masks at the size `resolution` scores them."""
+        probs = predict(batch["image"])
+        if cfg.resolution == "input":
+            return [(probs, batch["mask"].to(device), list(batch["name"]))]
+        return list(_native_views(probs, batch["name"], dataset))
+
     scores = SplitScores(threshold, Path(dataset.root), device)
     output_dir = Path(cfg.paths.output_dir)
     with trained.autocast():
-        for batch in track(loader, description=f"eval {cfg.split}", transient=True):
-            probs = predict(batch["image"])
-            masks = batch["mask"].to(device)
-            if cfg.resolution == "input":
-                views = [(probs, masks, list(batch["name"]))]
-            else:
-                views = list(_native_views(probs, batch["name"], dataset))
-            for view in views:
+        for batch in track(loader_of(dataset), description=f"eval {cfg.split}", transient=True):
+            for view in views_of(batch):
                 scores.update(*view)
         sheet = write_worst_sheet(
             dataset,
@@ -228,11 +233,21 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         "data_root": str(run.data.root),
     }
     output_dir.mkdir(parents=True, exist_ok=True)
+    robustness, robustness_files = None, []
+    if corruptions is not None:
+        with trained.autocast():
+            robustness = score_corruptions(
+                corruptions, dataset, loader_of, views_of, threshold, report, scores.rows
+            )
+        report.update(robustness.metrics)
+        robustness_files = write_robustness(robustness, output_dir)
     (output_dir / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
     write_scores(output_dir / "per_image.csv", sorted(scores.rows, key=lambda row: row["dice"]))
     written = ["metrics.json", "per_image.csv", *([WORST_SHEET] if sheet else [])]
+    written += robustness_files
     print(
         _summary(cfg, report, threshold)
+        + ("" if robustness is None else "\n" + robustness.summary())
         + "\nwritten: "
         + ", ".join(str(output_dir / name) for name in written)
     )
