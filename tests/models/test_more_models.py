@@ -18,7 +18,14 @@ from segpets.eval import evaluate
 from segpets.models import AttentionUNet, DeepLabV3, EnsembleModel, SegmentationModel, UNet
 from segpets.models.blocks import AttentionGate
 from segpets.train import train
-from tests.helpers import CONFIG_DIR, REPO_ROOT, compose_train, tiny_run_overrides
+from tests.helpers import (
+    CONFIG_DIR,
+    EVERY_PIXEL_PET,
+    REPO_ROOT,
+    check_test_scores,
+    compose_train,
+    tiny_run_overrides,
+)
 
 HAS_SMP = importlib.util.find_spec("segmentation_models_pytorch") is not None
 needs_smp = pytest.mark.skipif(
@@ -274,10 +281,12 @@ FAST_DEV_RUNS = {
 )
 def test_fast_dev_run(name: str, synthetic_root, tmp_path) -> None:
     cfg = compose_train(
-        tmp_path, [*tiny_run_overrides(synthetic_root), *FAST_DEV_RUNS[name], "debug=fdr"]
+        tmp_path,
+        [*tiny_run_overrides(synthetic_root), *FAST_DEV_RUNS[name], "debug=fdr", EVERY_PIXEL_PET],
     )
     metrics = train(cfg)
-    assert 0.0 <= metrics["test"]["test/dice"] <= 1.0
+    images = 2 if name == "deeplabv3" else 4  # fast_dev_run: one test batch
+    check_test_scores(tmp_path / "run", metrics, images=images, every_pixel_pet=True)
     assert torch.isfinite(torch.tensor(metrics["val"]["val/loss"]))
 
 
@@ -290,10 +299,11 @@ def test_fast_dev_run_of_an_ensemble(tiny_run, synthetic_root, tmp_path) -> None
             "model=ensemble",
             f"model.checkpoints=[{best},{best}]",
             "debug=fdr",
+            EVERY_PIXEL_PET,
         ],
     )
     metrics = train(cfg)
-    assert 0.0 <= metrics["test"]["test/dice"] <= 1.0
+    check_test_scores(tmp_path / "run", metrics, images=4, every_pixel_pet=True)
 
 
 def test_model_table_counts_parameters_and_flops() -> None:
