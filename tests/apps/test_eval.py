@@ -3,9 +3,11 @@
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -103,14 +105,40 @@ def test_a_negative_worst_names_the_option(tiny_run, tmp_path):
         evaluate(cfg, overrides)
 
 
-def test_native_resolution_scores_the_original_trimaps(tiny_run, tmp_path):
-    ckpt = tiny_run / "checkpoints" / "best.ckpt"
-    # worst=0: the sheet's eight d4 predictions would double this test's time.
-    cfg, overrides = eval_config(tmp_path, ckpt, "resolution=native", "tta=d4", "worst=0")
+def test_native_resolution_scores_the_original_trimap_by_hand(tiny_run, synthetic_root, tmp_path):
+    """A 10 x 7 photo whose trimap has 15 pet, 3 border and 52 background pixels, every pixel
+    predicted pet: at its own size, with the border ignored, Dice is 2 * 15 / (15 + 67)."""
+    root = tmp_path / "pets"
+    shutil.copytree(synthetic_root, root)
+    (root / "annotations" / "test.txt").write_text("Stripy_16 1 1 1\n")
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (7, 10, 3), dtype=np.uint8)).save(
+        root / "images" / "Stripy_16.jpg"
+    )
+    trimap = np.full((7, 10), 2, dtype=np.uint8)
+    trimap[2:5, 3:8] = 1  # 15 pet pixels
+    trimap[1, 3:6] = 3  # 3 border pixels, ignored with data.boundary=ignore
+    Image.fromarray(trimap).save(root / "annotations" / "trimaps" / "Stripy_16.png")
+    cfg, overrides = eval_config(
+        tmp_path,
+        tiny_run / "checkpoints" / "best.ckpt",
+        f"data.root={root}",
+        "data.boundary=ignore",
+        "resolution=native",
+        "threshold=1e-30",  # every pixel pet: the Dice depends on the truth alone
+        "tta=d4",
+        "worst=0",  # the sheet's eight d4 predictions would double this test's time
+    )
     report = evaluate(cfg, overrides)
     assert report["resolution"] == "native" and report["tta"] == "d4"
-    assert 0.0 <= report["dice"] <= 1.0
-    assert report["images"] == 10
+    assert report["images"] == 1
+    with open(tmp_path / "run" / "per_image.csv") as f:
+        (row,) = csv.DictReader(f)
+    assert float(row["pred_fraction"]) == 1.0
+    assert float(row["true_fraction"]) == pytest.approx(15 / 67)
+    assert float(row["dice"]) == pytest.approx(2 * 15 / (15 + 67))
+    assert report["dice"] == pytest.approx(2 * 15 / (15 + 67))
+    assert report["iou"] == pytest.approx(15 / 67)
 
 
 def test_command_line_data_overrides_replace_the_checkpoints(tiny_run, synthetic_root, tmp_path):
