@@ -21,7 +21,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--paired", action="store_true", help="a[i] and b[i] come from the same seed"
     )
-    parser.add_argument("--holm", type=int, default=1, help="comparisons in the family")
+    parser.add_argument(
+        "--holm",
+        type=int,
+        default=1,
+        help="comparisons in the family: p is multiplied by it (Bonferroni, Holm's bound for "
+        "the smallest p; give every p of the family to segpets.stats.holm for the rest)",
+    )
     args = parser.parse_args(argv)
     if args.paired and len(args.a) != len(args.b):
         parser.error(f"--paired needs as many a as b values, got {len(args.a)} and {len(args.b)}")
@@ -33,7 +39,7 @@ def main(argv: list[str] | None = None) -> None:
             "fewer than 2 seeds in a group: no seed-level test; a verdict on the trained models only"
         )
         return
-    # Holm's bound for this comparison if it had the smallest p of the family.
+    # Bonferroni: Holm's adjustment for the smallest p of the family, an upper bound otherwise.
     adjusted = min(1.0, test.p_value * args.holm)
     needed = stats.seeds_needed(difference, test.spread)
     level = (

@@ -21,8 +21,8 @@ Methods, as the report names them:
 - image-level test: Wilcoxon signed-rank, two-sided, zero differences dropped, on the
   per-image Dice averaged over seeds (`scipy.stats.wilcoxon`);
 - multiple comparisons: Holm's step-down correction of the family's p-values;
-- seeds needed: a normal-approximation power estimate (two-sided alpha 0.05, power 0.8) at
-  the observed seed spread and difference.
+- seeds needed: a power estimate for the seed-level t-test (two-sided alpha 0.05, power
+  0.8, t quantiles) at the observed seed spread and difference.
 """
 
 import warnings
@@ -281,16 +281,23 @@ def _seed_test(a_: np.ndarray, b_: np.ndarray, paired_seeds: bool) -> SeedTest:
 def seeds_needed(
     difference: float, spread: Sequence[float], alpha: float = ALPHA, power: float = POWER
 ) -> int | None:
-    """Seeds per group for a two-sided test at `alpha` to detect `difference` with `power`,
-    at the seed spread observed (one sd: of paired differences; two: of each group's seed
-    means), by the normal approximation n = ((z(1 - alpha/2) + z(power)) * sd / d)^2; at
-    least MIN_SEEDS. None where the difference is zero (no size to detect)."""
+    """Seeds per group for the seed-level t-test at `alpha` (two-sided) to detect
+    `difference` with `power`, at the seed spread observed (one sd: of paired differences;
+    two: of each group's seed means): the smallest n with
+    n >= ((t(1 - alpha/2, df) + t(power, df)) * sd / d)^2, df = n - 1 paired, 2n - 2 not
+    (the normal approximation with t quantiles, which small n needs). At least MIN_SEEDS;
+    None where the difference is zero (no size to detect)."""
     if difference == 0:
         return None
-    z = _scipy_stats().norm.ppf
-    variance = sum(s * s for s in spread)
-    n = ((z(1 - alpha / 2) + z(power)) ** 2) * variance / difference**2
-    return max(MIN_SEEDS, int(np.ceil(n)))
+    t = _scipy_stats().t.ppf
+    variance, groups = sum(s * s for s in spread), len(spread)
+    n = MIN_SEEDS
+    while n < 100_000:
+        df = groups * (n - 1)
+        if n >= ((t(1 - alpha / 2, df) + t(power, df)) ** 2) * variance / difference**2:
+            return n
+        n = max(n + 1, int(n * 1.05))
+    return n
 
 
 CONFIGURATION = "configuration"

@@ -263,9 +263,19 @@ def test_seed_level_test_and_seeds_needed_by_hand():
     assert result.p_value == pytest.approx(1 - t / np.sqrt(2 + t * t))
     assert result.spread == pytest.approx((0.01,)) and result.test == stats.SEED_TEST_PAIRED
     assert stats.seed_test([0.8], [0.7, 0.6], paired_seeds=False) is None
-    # n = ((1.95996 + 0.84162) * 0.02 / 0.01)^2 = 31.4: 32 seeds; never fewer than 3.
-    assert stats.seeds_needed(0.01, [0.02]) == 32
-    assert stats.seeds_needed(0.01, [0.012, 0.016]) == 32  # 0.012² + 0.016² = 0.02²
+    # The smallest n with n >= ((t(0.975, df) + t(0.8, df)) * sd / d)^2: df = n - 1 paired,
+    # 2n - 2 for two groups' spreads; never fewer than 3.
+    from scipy.stats import t as student
+
+    def enough(n, sd, groups):
+        df = groups * (n - 1)
+        return n >= ((student.ppf(0.975, df) + student.ppf(0.8, df)) * sd / 0.01) ** 2
+
+    for spread in ([0.02], [0.012, 0.016]):
+        n = stats.seeds_needed(0.01, spread)
+        sd = float(np.hypot(*spread)) if len(spread) == 2 else spread[0]
+        assert enough(n, sd, len(spread)) and not enough(n - 1, sd, len(spread))
+        assert 32 < n < 36  # the normal approximation's 31.4, a little more for t
     assert stats.seeds_needed(0.5, [0.01]) == stats.MIN_SEEDS
     assert stats.seeds_needed(0.0, [0.01]) is None
 
@@ -357,8 +367,8 @@ def test_seeds_are_pooled_per_image_and_two_seeds_speak_for_the_trained_models_o
     assert row["level"] == stats.TRAINED_MODELS and row["pairing"] == "by seed and image"
     assert row["verdict"] == (
         "model=unet better than model=resnet34_unet for these trained models only (seeds "
-        "model=unet: 2, model=resnet34_unet: 2; add seed=3 for a verdict on the configuration)"
-    )
+        "model=unet: 2, model=resnet34_unet: 2; add seed=3,4 for a verdict on the configuration)"
+    )  # seed differences 0.07 and 0.14: 4 seeds detect their mean at their spread
     # Paired by seed: the interval of a - b spans the two seeds' own differences.
     assert row["ci_low"] < 0.07 + 0.02 and row["ci_high"] > 0.14 - 0.02
 
