@@ -436,3 +436,73 @@ def test_the_app_exits_2_with_one_line(tmp_path):
     assert "Traceback" not in result.stderr
     written = {p.name for p in (tmp_path / "run").iterdir()}  # Hydra's config and log only
     assert not written & {"splits", "checkpoints", "metrics.json"}, written
+
+
+# ---------------------------------------------------------------------------- training
+
+
+def mini_oxford(sample_root: Path, root: Path, trainval: int = 24, test: int = 8) -> Path:
+    """A slice of the sample in the official layout: list files cut, files linked."""
+    (root / "annotations" / "trimaps").mkdir(parents=True)
+    (root / "images").mkdir()
+    lists = {}
+    for list_name, count in (("trainval.txt", trainval), ("test.txt", test)):
+        lines = (sample_root / "annotations" / list_name).read_text().splitlines()
+        lines = [line for line in lines if line.strip() and not line.startswith("#")][:count]
+        (root / "annotations" / list_name).write_text("\n".join(lines) + "\n")
+        lists[list_name] = [line.split()[0] for line in lines]
+    for name in lists["trainval.txt"] + lists["test.txt"]:
+        os.symlink(sample_root / "images" / f"{name}.jpg", root / "images" / f"{name}.jpg")
+        os.symlink(
+            sample_root / "annotations" / "trimaps" / f"{name}.png",
+            root / "annotations" / "trimaps" / f"{name}.png",
+        )
+    return root
+
+
+def per_image_dice(run_dir: Path) -> dict[str, str]:
+    import csv
+
+    with open(run_dir / "test_per_image.csv", newline="") as file:
+        return {row["name"]: row["dice"] for row in csv.DictReader(file)}
+
+
+@pytest.mark.slow
+def test_a_run_on_the_png_conversion_scores_as_on_the_oxford_layout(sample_root, tmp_path):
+    from segpets.train import train
+    from tests.helpers import TINY_UNET, compose_train
+
+    oxford = mini_oxford(sample_root, tmp_path / "oxford")
+    splits = {
+        split: OxfordPetDataModule(str(oxford)).dataset(split).names
+        for split in ("train", "val", "test")
+    }
+    names = [name for split in splits.values() for name in split]
+    converted = convert(sample_root, tmp_path / "folder", names)
+    (converted / "splits").mkdir()
+    for split, split_names in splits.items():  # the same split, in the same order
+        (converted / "splits" / f"{split}.txt").write_text("\n".join(split_names) + "\n")
+    common = [
+        "data.image_size=64", "data.batch_size=4", "data.num_workers=0", *TINY_UNET,
+        "trainer.max_epochs=2", "trainer.precision=32-true",
+        "callbacks.progress_bar=null", "callbacks.model_summary=null",
+        # Scores above 0 after two short epochs, so that equal scores mean something.
+        "loss=dice", "optimizer.lr=0.01", "test_checkpoint=last", "module.threshold=0.3",
+    ]  # fmt: skip
+    runs = {}
+    for data, root in (("oxford_pet", oxford), ("folder", converted)):
+        cfg = compose_train(tmp_path / data, [f"data={data}", f"data.root={root}", *common])
+        metrics = train(cfg)
+        runs[data] = (metrics, per_image_dice(tmp_path / data / "run"))
+    (oxford_metrics, oxford_dice), (folder_metrics, folder_dice) = (
+        runs["oxford_pet"],
+        runs["folder"],
+    )
+    assert sorted(oxford_dice) == sorted(splits["test"])
+    assert len(set(oxford_dice.values())) > 1  # scores that tell images apart
+    assert folder_dice == oxford_dice
+    assert folder_metrics["test"]["test/dice"] == oxford_metrics["test"]["test/dice"]
+    assert folder_metrics["test_data"]["dataset"] == "folder"
+    assert folder_metrics["test_data"]["split_hash"] == split_hash(splits["test"])
+    written = (tmp_path / "folder" / "run" / "splits" / "test.txt").read_text().split()
+    assert written == splits["test"]
