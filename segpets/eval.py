@@ -6,7 +6,8 @@ Writes into its run dir:
   `interior_dice` (Dice in the band around the trimap's border and outside it, see
   segpets.analysis); `ece` (pixel calibration error); `best_threshold` and
   `best_threshold_dice` (the grid threshold with the highest mean per-image Dice on this
-  split, `dice_by_threshold` the whole curve); `by_species` and `by_breed`.
+  split, `dice_by_threshold` the whole curve); `by_species` and `by_breed`; `by_group`
+  with a data=folder run's `data.groups_csv`.
 - `per_image.csv`: one row per image, worst Dice first, with species, breed,
   boundary_dice and interior_dice besides the scores training writes.
 - `worst.png`: the `worst` lowest-Dice images with their errors coloured (none for 0).
@@ -51,6 +52,7 @@ from segpets.analysis import (
 )
 from segpets.cli import CONFIG_PATH, exit_on_user_error, run
 from segpets.corruptions import build_corruptions, score_corruptions, write_robustness
+from segpets.data.folder import read_groups
 from segpets.data.loading import AUTO, loader_options
 from segpets.errors import ConfigError
 from segpets.inference import check_tta, postprocess_name
@@ -86,10 +88,17 @@ class SplitScores:
     """Everything eval measures, fed one view (probabilities and masks at the scored size)
     at a time: per-image rows, dataset metrics, calibration and the threshold sweep."""
 
-    def __init__(self, threshold: float, root: Path, device: torch.device) -> None:
+    def __init__(
+        self,
+        threshold: float,
+        root: Path,
+        device: torch.device,
+        groups: dict[str, str] | None = None,
+    ) -> None:
         self.threshold = threshold
         self.root = root
         self.species = read_species(root)
+        self.groups = groups  # data.groups_csv's {stem: group}; None: no scores by group
         self.metric = BinarySegmentationMetrics(threshold=threshold, from_logits=False).to(device)
         self.calibration = CalibrationHistogram()
         self.sweep = ThresholdSweep()
@@ -108,6 +117,8 @@ class SplitScores:
             row = {key: float(value[index]) for key, value in scores.items()}
             species = self.species.get(name, UNKNOWN)
             self.rows.append({"name": name, **row, "species": species, "breed": breed_of(name)})
+            if self.groups is not None:
+                self.rows[-1]["group"] = self.groups.get(name, UNKNOWN)
 
     def report(self) -> dict[str, Any]:
         """metrics.json's scores: dataset metrics, means of the per-image extras, the rest."""
@@ -123,6 +134,9 @@ class SplitScores:
             "dice_by_threshold": {f"{t:.2f}": dice for t, dice in self.sweep.dice().items()},
             "by_species": scores_by_group(self.rows, "species"),
             "by_breed": scores_by_group(self.rows, "breed"),
+            **(
+                {"by_group": scores_by_group(self.rows, "group")} if self.groups is not None else {}
+            ),
         }
 
 
@@ -165,6 +179,11 @@ def _summary(cfg: DictConfig, report: dict[str, Any], threshold: float) -> str:
             "(the run's unless named on the command line)",
             _groups_table("by species", report["by_species"], limit=5),
             _groups_table("by breed", report["by_breed"], limit=10),
+            *(
+                [_groups_table("by group", report["by_group"], limit=10)]
+                if "by_group" in report
+                else []
+            ),
         ]
     )
 
@@ -201,7 +220,9 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
             return [(probs, batch["mask"].to(device), list(batch["name"]))]
         return list(_native_views(probs, batch["name"], dataset))
 
-    scores = SplitScores(threshold, Path(dataset.root), device)
+    groups_csv = run.data.get("groups_csv")  # data=folder: stem,group columns
+    groups = read_groups(groups_csv) if groups_csv else None
+    scores = SplitScores(threshold, Path(dataset.root), device, groups)
     output_dir = Path(cfg.paths.output_dir)
     with trained.autocast():
         for batch in track(loader_of(dataset), description=f"eval {cfg.split}", transient=True):

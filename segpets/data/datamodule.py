@@ -33,7 +33,7 @@ from segpets.data.cache import (
 )
 from segpets.data.dataset import SegmentationDataset, Source
 from segpets.data.download import download_oxford_pet
-from segpets.data.folder import FolderDataset, FolderSource
+from segpets.data.folder import FolderDataset, FolderSource, read_groups
 from segpets.data.loading import AUTO, check_loader_options, loader_options
 from segpets.data.oxford_pet import (
     SPLITS,
@@ -349,6 +349,7 @@ class FolderDataModule(SegmentationDataModule):
     (the train split's own per-channel mean and std, computed here once) or stored (the
     data.mean / data.std that a normalize=dataset run computed and stored in its config).
     `splits` ({split: [stems]}, which train stores) replaces split detection.
+    `groups_csv` (stem,group columns) gives eval's scores by group.
     """
 
     def __init__(
@@ -418,6 +419,8 @@ class FolderDataModule(SegmentationDataModule):
 
     def _prepare_source(self) -> None:
         self.source.scan()  # every check before anything (the cache) is written
+        if self.groups_csv:
+            read_groups(self.groups_csv)
 
     def _announce(self) -> None:
         if self._announced:

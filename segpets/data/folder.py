@@ -126,6 +126,27 @@ def stratified_split(
     }
 
 
+def read_groups(path: str | Path) -> dict[str, str]:
+    """{stem: group} from `data.groups_csv`, a CSV whose header has `stem` and `group`."""
+    import csv
+
+    path = Path(path)
+    try:
+        with path.open(newline="", encoding="utf-8") as file:
+            reader = csv.DictReader(file)
+            if not {"stem", "group"} <= set(reader.fieldnames or ()):
+                raise DataError(
+                    f"data.groups_csv={path} has columns {reader.fieldnames}: it needs a header "
+                    "with stem and group (one image a line: 12,polyp_small)"
+                )
+            return {row["stem"].strip(): row["group"].strip() for row in reader}
+    except OSError as error:
+        raise DataError(
+            f"data.groups_csv={path} cannot be read ({error.strerror}): give a CSV of stem,group "
+            "or null"
+        ) from None
+
+
 def split_hash(names: Sequence[str]) -> str:
     """A short hash of a split's names (order-free): runs with equal hashes test the same images."""
     return hashlib.sha1("\n".join(sorted(names)).encode()).hexdigest()[:12]

@@ -506,3 +506,78 @@ def test_a_run_on_the_png_conversion_scores_as_on_the_oxford_layout(sample_root,
     assert folder_metrics["test_data"]["split_hash"] == split_hash(splits["test"])
     written = (tmp_path / "folder" / "run" / "splits" / "test.txt").read_text().split()
     assert written == splits["test"]
+
+
+@pytest.mark.slow
+def test_a_folder_run_evaluates_predicts_and_exports_with_its_split_and_statistics(
+    sample_root, tmp_path
+):
+    import segpets
+    from segpets.eval import evaluate
+    from segpets.export import export
+    from segpets.train import train
+    from tests.helpers import TINY_UNET, compose_train
+
+    names = sample_names(sample_root, 12)
+    root = convert(sample_root, tmp_path / "data", names)
+    (root / "images" / "notes.txt").write_text("not an image")
+    groups = tmp_path / "groups.csv"
+    groups.write_text(
+        "stem,group\n" + "".join(f"{n},{'a' if i % 2 else 'b'}\n" for i, n in enumerate(names))
+    )
+    cfg = compose_train(
+        tmp_path / "train",
+        [
+            "data=folder", f"data.root={root}", "data.normalize=dataset", f"data.groups_csv={groups}",
+            "data.image_size=64", "data.batch_size=4", "data.num_workers=0", *TINY_UNET,
+            "trainer.max_epochs=1", "trainer.precision=32-true",
+            "callbacks.progress_bar=null", "callbacks.model_summary=null",
+        ],
+    )  # fmt: skip
+    metrics = train(cfg)
+    run = tmp_path / "train" / "run"
+    test_names = (run / "splits" / "test.txt").read_text().split()
+    assert metrics["test_data"] == {
+        "dataset": "folder", "root": str(root.resolve()), "split": "test",
+        "split_hash": split_hash(test_names), "ignore_value": None, "foreground_values": None,
+        "images": len(test_names),
+    }  # fmt: skip
+    ckpt = run / "checkpoints" / "best.ckpt"
+    stored = __import__("torch").load(ckpt, weights_only=False)["segpets_config"]["data"]
+    assert stored["normalize"] == "stored" and stored["mean"] != [0.485, 0.456, 0.406]
+    assert stored["splits"]["test"] == test_names
+
+    (root / "images" / "extra.jpg").symlink_to(sample_root / "images" / f"{names[0]}.jpg")
+    Image.fromarray(pet(sample_root, names[0]) * 255).save(root / "masks" / "extra.png")
+    overrides = [f"ckpt_path={ckpt}"]
+    report = evaluate(compose_train(tmp_path / "eval", overrides, "eval"), overrides)
+    assert report["images"] == len(test_names)  # the stored split, not a new one
+    assert set(report["by_group"]) <= {"a", "b"}
+
+    folder_out = tmp_path / "model"
+    export(
+        compose_train(
+            tmp_path / "export",
+            [f"ckpt_path={ckpt}", "format=folder", f"output={folder_out}"],
+            "export",
+        )
+    )
+    card = (folder_out / "README.md").read_text()
+    assert split_hash(test_names) in card and "the training split's own" in card
+    model = segpets.load(folder_out)
+    mask = model.predict(load_photo(root / "images" / f"{names[0]}.jpg"))
+    assert mask.shape == pet(sample_root, names[0]).shape
+
+
+def test_outline_band_is_the_ring_around_a_masks_edge():
+    import torch
+
+    from segpets.analysis import outline_band
+
+    masks = torch.zeros(1, 1, 16, 16, dtype=torch.uint8)
+    masks[..., 4:12, 4:12] = 1
+    band = outline_band(masks, radius=1)
+    rows = band[0, 0].any(dim=1).nonzero().flatten().tolist()
+    assert rows == list(range(2, 14))  # the edge pixels (rows 3-4, 11-12) and one more
+    assert not band[0, 0, 6:10, 6:10].any()  # the interior stays out
+    assert not band[0, 0, :2].any()
