@@ -1,6 +1,7 @@
 """Training under a time budget: the LR schedule follows trainer.max_time, the EMA of the
 weights is what validation, checkpoints and test use, and experiment=budget runs."""
 
+import json
 import math
 from pathlib import Path
 
@@ -174,16 +175,47 @@ def test_ema_weights_are_what_best_ckpt_holds_and_what_test_scores(
     assert scored["dice"] == pytest.approx(metrics["test"]["test/dice"], abs=1e-6)
 
 
-def test_experiment_budget_composes_and_runs(synthetic_root, tmp_path):
+STEP_CLOCK = Clock()
+"""The mocked clock of the end-to-end budget run: SecondPerStep advances it."""
+
+
+class SecondPerStep(L.Callback):
+    """Each training step takes one second of STEP_CLOCK. Appends [epoch, side of the
+    training images, LR] for every step to `path`, and ["end", LR] when training ends."""
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def write(self, row: list) -> None:
+        with self.path.open("a") as out:
+            out.write(json.dumps(row) + "\n")
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        self.write([trainer.current_epoch, batch["image"].shape[-1], lr])
+        STEP_CLOCK.now += 1.0
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.write(["end", trainer.optimizers[0].param_groups[0]["lr"]])
+
+
+def test_experiment_budget_composes_and_runs(synthetic_root, tmp_path, monkeypatch):
+    """experiment=budget end to end on a clock that ticks a second per step: training stops
+    at max_time, the LR warms up and decays with the time spent to zero, the last quarter
+    trains at data.image_size, and test scores the weights training ended with."""
+    probe = tmp_path / "steps.jsonl"
     cfg = compose_train(
         tmp_path,
         ["experiment=budget", *tiny_run_overrides(synthetic_root), *TINY_UNET,
-         "trainer.fast_dev_run=true"],
+         "trainer.max_time=00:00:00:14", "scheduler.warmup_steps=3", "data.batch_size=8",
+         "trainer.precision=32-true", "callbacks.last_checkpoint.train_time_interval=null",
+         f"+callbacks.probe._target_={__name__}.SecondPerStep", f"+callbacks.probe.path={probe}"],
     )  # fmt: skip
-    assert cfg.trainer.max_time == "00:00:10:00" and cfg.trainer.max_epochs == -1
+    assert cfg.trainer.max_epochs == -1
     assert "ema" not in cfg.callbacks  # callbacks=ema scored no better (docs/budget.md)
     assert cfg.data.train_size == 48  # three quarters of data.image_size, whatever it is
     recipe = compose_train(tmp_path / "recipe", ["experiment=budget"])
+    assert recipe.trainer.max_time == "00:00:10:00"
     assert recipe.model.encoder == "resnet18"  # it scored higher than resnet34 (docs/budget.md)
     # Its test, eval and predict mirror and resize each photo and keep the largest pet region.
     assert recipe.tta == "hflip_scales" and recipe.module.tta == "hflip_scales"
@@ -192,8 +224,31 @@ def test_experiment_budget_composes_and_runs(synthetic_root, tmp_path):
     # best.ckpt without the optimizer's state.
     assert recipe.data.cache == "train" and recipe.trainer.check_val_every_n_epoch == 2
     assert recipe.callbacks.model_checkpoint.save_weights_only is True
+
+    STEP_CLOCK.now = 1000.0
+    monkeypatch.setattr(lightning_timer.time, "monotonic", STEP_CLOCK)
     metrics = train(cfg)
-    assert 0.0 <= metrics["test"]["test/dice"] <= 1.0
+    *steps, (end, last_lr) = [json.loads(line) for line in probe.read_text().splitlines()]
+    assert len(steps) == metrics["global_step"] == 14  # a second each: max_time is 14 steps
+    assert end == "end"
+    # Warm-up over 3 steps, then the cosine of the time spent (k seconds before step k).
+    expected = [1.8e-3 * min(1, (k + 1) / 3) * 0.5 * (1 + math.cos(math.pi * k / 14))
+                for k in range(14)]  # fmt: skip
+    assert [lr for _, _, lr in steps] == pytest.approx(expected, rel=1e-6)
+    assert last_lr == pytest.approx(0.0, abs=1e-12)  # the time is spent: the LR is zero
+    # 27 training photos, 8 a batch, the last partial one dropped: 3 steps an epoch. After
+    # epoch 2 (9 s), 64 % of the budget is spent, after epoch 3 (12 s) 86 %: from epoch 4,
+    # whole photos at 64 px.
+    sides = {}
+    for epoch, side, _ in steps:
+        sides.setdefault(epoch, set()).add(side)
+    assert sides == {0: {48}, 1: {48}, 2: {48}, 3: {48}, 4: {64}}
+    # test_checkpoint=last: test scored last.ckpt, the weights training ended with.
+    assert metrics["scored_checkpoint"] == metrics["last_checkpoint"]
+    overrides = [f"ckpt_path={metrics['last_checkpoint']}"]
+    scored = evaluate(compose_train(tmp_path / "eval", overrides, config_name="eval"), overrides)
+    assert scored["tta"] == "hflip_scales"
+    assert scored["dice"] == pytest.approx(metrics["test"]["test/dice"], abs=1e-6)
 
 
 def test_a_weights_only_best_ckpt_is_scored_as_the_run_scored_it(synthetic_root, tmp_path):
