@@ -3,8 +3,8 @@
     python scripts/bench_inspect.py                      # 7,400 photos in /tmp, made once
     python scripts/bench_inspect.py --photos 740 --root /tmp/small
 
-Writes `--photos` generated photos of about 500x375 px (the full dataset's size: smooth
-colour fields with noise and an elliptic "pet" with its trimap) in the official layout
+Writes `--photos` generated photos of about 500x375 px and 105 KB (the full dataset's:
+colour fields with boxes and noise, an elliptic "pet" with its trimap) in the official layout
 under `--root` unless they are there already, then runs the inspector on them as a user
 types it and prints the wall time of the whole command (start-up included) and the
 figures it reports. The photos are never written into the repository.
@@ -26,17 +26,24 @@ from PIL import Image, ImageDraw
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = Path(tempfile.gettempdir()) / "segpets-inspect-bench"
 MARKER = "bench-photos.json"
+JPEG_QUALITY = 95  # about 105 KB a photo, as the real ones average (decoding time grows with it)
 
 
 def photo(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """An RGB photo about 500x375 px and its trimap (1 pet, 2 background, 3 border)."""
+    """An RGB photo about 500x375 px and its trimap (1 pet, 2 background, 3 border):
+    a colour field with random boxes and noise for a background, an elliptic pet."""
     width, height = int(rng.integers(440, 501)), int(rng.integers(330, 376))
     if rng.random() < 0.25:  # some portrait photos, as in the real dataset
         width, height = height, width
-    coarse = rng.integers(0, 256, (4, 5, 3), dtype=np.uint8)
-    field = np.asarray(Image.fromarray(coarse).resize((width, height), Image.Resampling.BILINEAR))
+    coarse = rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)
+    background = Image.fromarray(coarse).resize((width, height), Image.Resampling.BILINEAR)
+    draw = ImageDraw.Draw(background)
+    for _ in range(6):
+        x, y = rng.uniform(0, width), rng.uniform(0, height)
+        w, h = rng.uniform(0.05, 0.4) * width, rng.uniform(0.05, 0.4) * height
+        draw.rectangle((x, y, x + w, y + h), fill=tuple(int(v) for v in rng.integers(0, 256, 3)))
     noise = rng.integers(-24, 25, (height, width, 3), dtype=np.int16)
-    image = np.clip(field.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+    image = np.clip(np.asarray(background, np.int16) + noise, 0, 255).astype(np.uint8)
     trimap = Image.new("L", (width, height), 2)
     draw = ImageDraw.Draw(trimap)
     cx, cy = rng.uniform(0.3, 0.7) * width, rng.uniform(0.3, 0.7) * height
@@ -51,7 +58,7 @@ def photo(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 
 def write_photos(root: Path, count: int, seed: int = 0) -> None:
     """`count` photos in the Oxford layout under `root`, half trainval and half test."""
-    params = {"photos": count, "seed": seed, "version": 1}
+    params = {"photos": count, "seed": seed, "version": 3}
     marker = root / MARKER
     if marker.is_file() and json.loads(marker.read_text()) == params:
         return
@@ -62,7 +69,7 @@ def write_photos(root: Path, count: int, seed: int = 0) -> None:
     for index in range(count):
         name = f"photo_{index + 1}"
         image, trimap = photo(rng)
-        Image.fromarray(image).save(root / "images" / f"{name}.jpg", quality=90)
+        Image.fromarray(image).save(root / "images" / f"{name}.jpg", quality=JPEG_QUALITY)
         Image.fromarray(trimap).save(root / "annotations" / "trimaps" / f"{name}.png")
         lines.append(f"{name} 1 1 1\n")
     half = count // 2

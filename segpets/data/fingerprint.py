@@ -47,9 +47,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
-from scipy import ndimage
 
 from segpets.data.oxford_pet import UNREADABLE
 from segpets.errors import SegpetsError
@@ -65,7 +65,6 @@ EXIF_ORIENTATION = 0x0112
 TRANSPOSED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
 THUMBNAIL = (36, 32)
 """The least size JPEGs are decoded at (draft) before the 9x8 hash thumbnail."""
-EIGHT_CONNECTED = np.ones((3, 3), bool)
 IGNORE = 255
 
 
@@ -120,6 +119,12 @@ def _value_set(values: Iterable[Any]) -> str:
     return "{" + ",".join(str(v) for v in values) + "}"
 
 
+def count_regions(foreground: np.ndarray) -> int:
+    """Connected regions of a bool mask, 8-connected: what scipy.ndimage.label counts with
+    a 3x3 structure, in a third of its time (OpenCV)."""
+    return cv2.connectedComponents(foreground.view(np.uint8), connectivity=8)[0] - 1
+
+
 def sample_facts(dataset: Any, name: str) -> dict[str, Any]:
     """What the fingerprint needs of one sample, read from its files.
 
@@ -160,7 +165,7 @@ def sample_facts(dataset: Any, name: str) -> dict[str, Any]:
     pixels = foreground.sum()
     scored = mask.size - (mask == IGNORE).sum()
     facts["foreground"] = float(pixels / scored) if scored else 0.0
-    facts["regions"] = int(ndimage.label(foreground, EIGHT_CONNECTED)[1]) if pixels else 0
+    facts["regions"] = count_regions(foreground) if pixels else 0
     return facts
 
 
@@ -173,9 +178,14 @@ class SampleReader:
     split as soon as it is built, so that the files are read while the next split's are
     still being checked. Use it as a context manager; `facts()` waits for them all."""
 
-    CHUNK = 128
+    CHUNKS_PER_WORKER = 4
+    """Each split goes out in this many chunks per worker (at least MIN_CHUNK samples
+    each): every chunk carries a pickled copy of its dataset, which for data=folder
+    includes the whole scan."""
+    MIN_CHUNK = 32
 
     def __init__(self, workers: int) -> None:
+        self.workers = workers
         self.pool = multiprocessing.get_context().Pool(workers) if workers else None
         self.pending: list[Any] = []
 
@@ -189,8 +199,9 @@ class SampleReader:
 
     def submit(self, split: str, dataset: Any) -> None:
         names = list(dataset.names)
-        for start in range(0, len(names), self.CHUNK):
-            chunk = (split, dataset, names[start : start + self.CHUNK])
+        size = max(self.MIN_CHUNK, -(-len(names) // (self.CHUNKS_PER_WORKER * self.workers or 1)))
+        for start in range(0, len(names), size):
+            chunk = (split, dataset, names[start : start + size])
             if self.pool is None:
                 self.pending.append(chunk)
             else:

@@ -6,8 +6,9 @@ import statistics
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
-from segpets.data.fingerprint import mask_encoding, root_manifest
+from segpets.data.fingerprint import count_regions, mask_encoding, root_manifest
 from segpets.inspect import inspect_dataset
 from tests.helpers import compose_train, run_segpets
 
@@ -272,6 +273,15 @@ def test_folder_data_gives_the_figures_of_the_same_files_in_the_oxford_layout(ha
     assert str(root / "images" / "notes.txt") in warning
 
 
+def test_regions_are_counted_as_scipy_labels_them_8_connected():
+    rng = np.random.default_rng(0)
+    for density in (0.05, 0.3, 0.6):
+        mask = rng.random((40, 50)) < density
+        expected = ndimage.label(mask, np.ones((3, 3), bool))[1]
+        assert count_regions(mask) == expected
+    assert count_regions(np.eye(5, dtype=bool)) == 1  # a diagonal is one region
+
+
 def test_no_dataset_at_data_root_exits_2_naming_it(tmp_path):
     missing = tmp_path / "nowhere"
     result = run_segpets(
@@ -294,3 +304,8 @@ def test_the_real_sample(sample_root, tmp_path):
     assert result["foreground"]["empty"] == 0
     assert result["regions"]["min"] == 1 and result["regions"]["one_region"] < 398
     assert "RGBA" in result["image_modes"]  # a PNG under a .jpg name
+    # Two photos in train are also in val or test: the sample leaks.
+    assert sorted((pair["a"], pair["b"]) for pair in result["near_duplicates"]["pairs"]) == [
+        ("train/Abyssinian_11", "val/Abyssinian_177"),
+        ("train/Abyssinian_151", "test/Abyssinian_99"),
+    ]
