@@ -1,5 +1,6 @@
-"""`python -m segpets.bench`: every section runs and reports finite numbers; no host syncs;
-the machine is named; without a dataset in data.root the data sections say so."""
+"""`python -m segpets.bench`: every section runs; its FLOPs and GFLOP/s agree with a count by
+hand; no host syncs; the machine is named; without a dataset in data.root the data sections
+say so."""
 
 import json
 import math
@@ -148,6 +149,67 @@ def test_cli_writes_every_section(synthetic_root: Path, tmp_path: Path):
     for layouts in precision["variants"].values():
         for result in layouts.values():
             assert_timed(result)
+
+
+def conv_flops_by_hand(model: torch.nn.Module, images: torch.Tensor) -> list[int]:
+    """Each convolution's forward FLOPs, in call order: 2 per multiply-add, counted over
+    the output pixels of a Conv2d and over the input pixels of a ConvTranspose2d (each meets
+    the whole kernel once). The U-Net's other operations (norms, activations, resizing,
+    pooling) are not multiply-adds, nor counted by torch's FlopCounterMode."""
+    flops: list[int] = []
+
+    def count(module, inputs, output) -> None:
+        kernel = math.prod(module.kernel_size)
+        if isinstance(module, torch.nn.ConvTranspose2d):
+            flops.append(2 * inputs[0].numel() * module.out_channels // module.groups * kernel)
+        else:
+            flops.append(2 * output.numel() * module.in_channels // module.groups * kernel)
+
+    convs = [
+        m for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d)
+    ]
+    hooks = [conv.register_forward_hook(count) for conv in convs]
+    with torch.no_grad():
+        model(images)
+    for hook in hooks:
+        hook.remove()
+    return flops
+
+
+def test_figures_agree_with_a_flop_count_by_hand(tmp_path: Path, one_thread):
+    """GFLOPs per image and per second, fractions of the peak and the ratio to the plain loop,
+    from a FLOP count by hand and bench.json's own step times."""
+    overrides = [*TINY, "model.upsample=deconv", "sections=[peak,train,plain,lightning,inference]"]
+    cfg = compose_bench(tmp_path, overrides)
+    results = bench(cfg)
+    workload = Workload(cfg, torch.device("cpu"))
+    model = workload.segpets_model()
+    assert any(isinstance(m, torch.nn.ConvTranspose2d) for m in model.modules())
+    forward = conv_flops_by_hand(model, workload.images)
+    # Backward: the input's and the weights' gradients, each as much as the forward, except
+    # the first convolution's input gradient (the images need none).
+    train = 3 * sum(forward) - forward[0]
+    inference = sum(conv_flops_by_hand(model, workload.eval_images))
+    cost = results["train"]
+    assert cost["gflop_per_step"] == pytest.approx(train / 1e9, rel=1e-9)
+    assert cost["gflop_per_image_train"] == pytest.approx(train / 1e9 / 2, rel=1e-9)
+    assert cost["gflop_per_image_inference"] == pytest.approx(inference / 1e9 / 2, rel=1e-9)
+    assert cost["params_m"] == pytest.approx(sum(p.numel() for p in model.parameters()) / 1e6)
+
+    # The peak probe: a 64 -> 64 3x3 convolution, batch 2 at 32 px, forward and backward.
+    probe = 3 * 2 * (2 * 32 * 32) * 64 * 64 * 9
+    peak = results["peak"]
+    for variant in peak["variants"].values():
+        assert variant["gflops"] == pytest.approx(probe / variant["ms_median"] / 1e6, rel=1e-9)
+    assert peak["gflops"] == max(v["gflops"] for v in peak["variants"].values())
+    for section, flops in [("plain", train), ("lightning", train), ("inference", inference)]:
+        timed = results[section]
+        seconds = timed["ms_median"] / 1e3
+        assert timed["img_s"] == pytest.approx(2 / seconds, rel=1e-9)
+        assert timed["gflops"] == pytest.approx(flops / seconds / 1e9, rel=1e-9), section
+        assert timed["fraction_of_peak"] == pytest.approx(timed["gflops"] / peak["gflops"])
+    ratio = results["lightning"]["ms_median"] / results["plain"]["ms_median"]
+    assert results["lightning"]["ratio_to_plain"] == pytest.approx(ratio, rel=1e-9)
 
 
 def test_training_step_does_not_wait_for_the_device(tmp_path: Path, one_thread):
