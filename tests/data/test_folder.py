@@ -581,3 +581,21 @@ def test_outline_band_is_the_ring_around_a_masks_edge():
     assert rows == list(range(2, 14))  # the edge pixels (rows 3-4, 11-12) and one more
     assert not band[0, 0, 6:10, 6:10].any()  # the interior stays out
     assert not band[0, 0, :2].any()
+
+
+def test_synthetic_scenes_in_split_folders_read_as_their_oxford_layout(synthetic_root, tmp_path):
+    oxford = OxfordPetDataModule(str(synthetic_root), image_size=64, num_workers=0)
+    root = tmp_path / "scenes"
+    for split, folder_name in (("train", "train"), ("val", "validation"), ("test", "test")):
+        convert(synthetic_root, root / folder_name, oxford.dataset(split).names)
+    converted = built(root)
+    for split in ("train", "val", "test"):
+        expected, dataset = oxford.dataset(split), converted.dataset(split)
+        assert dataset.names == sorted(expected.names)
+        for name in dataset.names[:3]:
+            index = dataset.names.index(name)
+            image, mask = dataset._decoded(index)
+            oxford_image, oxford_mask = expected._decoded(expected.names.index(name))
+            np.testing.assert_array_equal(image, oxford_image)
+            np.testing.assert_array_equal(mask, oxford_mask)
+    assert converted.dataset("test").image_path(name).name == f"{name}.jpg"
