@@ -1,4 +1,5 @@
-"""README.md: its two opening commands, what CI runs, its length and its links into docs/."""
+"""README.md: its two opening commands, what CI runs, its length and its links into docs/;
+every link between README.md and docs/*.md reaches its file and heading."""
 
 import re
 import shlex
@@ -72,6 +73,63 @@ def test_readme_links_to_docs():
     assert docs_links(), "README.md links to no docs/*.md file"
 
 
-@pytest.mark.parametrize("target", docs_links())
-def test_linked_docs_exist(target):
-    assert (REPO_ROOT / target).is_file(), f"README.md links to {target}, which does not exist"
+DOCS = [README, *sorted((REPO_ROOT / "docs").glob("*.md"))]
+
+
+def github_slug(heading: str) -> str:
+    """The anchor GitHub gives a heading (github-slugger): its text as rendered (code spans
+    and link texts kept, markup dropped), lower case, punctuation dropped except - and _,
+    each space a hyphen."""
+    text = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", heading).replace("`", "")
+    return re.sub(r"[^\w\- ]", "", text.strip().lower()).replace(" ", "-")
+
+
+def anchors(path: Path) -> set[str]:
+    """The anchors of a Markdown file's headings, outside code blocks; a repeated heading's
+    anchor gets -1, -2... as on GitHub."""
+    found: set[str] = set()
+    fenced = False
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            fenced = not fenced
+            continue
+        match = None if fenced else re.match(r"#{1,6}\s+(.*?)\s*#*$", line)
+        if match:
+            slug = base = github_slug(match.group(1))
+            repeat = 0
+            while slug in found:
+                repeat += 1
+                slug = f"{base}-{repeat}"
+            found.add(slug)
+    return found
+
+
+def local_links() -> list[tuple[str, str]]:
+    """(file, target) for every link from README.md or docs/*.md to a Markdown file of the
+    repo or to an anchor (#heading), as written."""
+    links = []
+    for path in DOCS:
+        for target in re.findall(r"\]\(([^)\s]+)\)", path.read_text(encoding="utf-8")):
+            if "://" not in target and (target.startswith("#") or ".md" in target):
+                links.append((str(path.relative_to(REPO_ROOT)), target))
+    return links
+
+
+def test_github_slugs_as_github_writes_them():
+    assert github_slug("Sweeps and reports") == "sweeps-and-reports"
+    assert github_slug("One core of the AMD EPYC, limited to AVX2: the issue's machine speed") == (
+        "one-core-of-the-amd-epyc-limited-to-avx2-the-issues-machine-speed"
+    )
+    assert github_slug("`model=smp` (optional)") == "modelsmp-optional"
+    assert github_slug("Weights & biases") == "weights--biases"
+
+
+@pytest.mark.parametrize(("source", "target"), local_links())
+def test_links_reach_their_file_and_heading(source, target):
+    path, _, anchor = target.partition("#")
+    file = (REPO_ROOT / source).parent / path if path else REPO_ROOT / source
+    assert file.is_file(), f"{source} links to {target}: no such file"
+    if anchor:
+        assert anchor in anchors(file), (
+            f"{source} links to {target}: no such heading in {path or source}"
+        )
