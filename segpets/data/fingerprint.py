@@ -22,7 +22,8 @@ the files while its `manifest` still matches `root_manifest(data.root)`. Its key
 - `near_duplicates`: images in different splits whose 64-bit difference hashes (dHash of
   a 9x8 greyscale thumbnail) differ in at most `threshold` bits, i.e. leakage between
   splits: {"hash": "dhash64", "threshold", "count", "pairs": [{"a": "train/<name>", "b":
-  "test/<name>", "distance"}, ...]} (at most `LISTED` pairs, closest first).
+  "test/<name>", "distance", "files": [the two image files]}, ...]} (at most `LISTED`
+  pairs, closest first).
 - `problems`: [{"split", "name", "kind", "problem" (the reason, with file names), "files"
   (image and mask, where known)}], one per problem found; kinds: "unpaired" (a file
   missing), "unreadable", "size mismatch" (mask and image sizes differ), "left out" (any
@@ -225,31 +226,30 @@ def _spread(values: Sequence[float], digits: int | None = None) -> dict[str, flo
 
 def near_duplicates(
     hashes: dict[str, tuple[list[str], np.ndarray]], threshold: int
-) -> list[dict[str, Any]]:
-    """Pairs of images in different splits within `threshold` bits, closest first.
+) -> list[tuple[str, int, str, int, int]]:
+    """Pairs of images in different splits within `threshold` bits, closest first, as
+    (split, index, other split, index there, distance).
 
-    `hashes`: split -> (names, uint64 hashes).
+    `hashes`: split -> (names, uint64 hashes); the indices are into those lists.
     """
     pairs = []
     splits = list(hashes)
     for first_index, first in enumerate(splits):
-        names_a, hashes_a = hashes[first]
+        hashes_a = hashes[first][1]
         for second in splits[first_index + 1 :]:
-            names_b, hashes_b = hashes[second]
+            hashes_b = hashes[second][1]
             if not len(hashes_a) or not len(hashes_b):
                 continue
             for start in range(0, len(hashes_a), 512):
                 block = hashes_a[start : start + 512, None] ^ hashes_b[None, :]
                 distances = np.bitwise_count(block)
                 for row, column in zip(*np.nonzero(distances <= threshold), strict=True):
-                    pairs.append(
-                        {
-                            "a": f"{first}/{names_a[start + row]}",
-                            "b": f"{second}/{names_b[column]}",
-                            "distance": int(distances[row, column]),
-                        }
-                    )
-    return sorted(pairs, key=lambda pair: (pair["distance"], pair["a"], pair["b"]))
+                    distance = int(distances[row, column])
+                    pairs.append((first, start + int(row), second, int(column), distance))
+    return sorted(
+        pairs,
+        key=lambda pair: (pair[4], hashes[pair[0]][0][pair[1]], hashes[pair[2]][0][pair[3]]),
+    )
 
 
 def fingerprint(
@@ -292,14 +292,23 @@ def fingerprint(
     ]
 
     started = time.perf_counter()
+    by_split = {split: [item for item in read if item["split"] == split] for split in datasets}
     hashes = {
         split: (
-            [item["name"] for item in read if item["split"] == split],
-            np.array([item["hash"] for item in read if item["split"] == split], np.uint64),
+            [item["name"] for item in items],
+            np.array([item["hash"] for item in items], np.uint64),
         )
-        for split in datasets
+        for split, items in by_split.items()
     }
-    duplicates = near_duplicates(hashes, threshold)
+    duplicates = [
+        {
+            "a": f"{first}/{by_split[first][a]['name']}",
+            "b": f"{second}/{by_split[second][b]['name']}",
+            "distance": distance,
+            "files": [by_split[first][a]["files"][0], by_split[second][b]["files"][0]],
+        }
+        for first, a, second, b, distance in near_duplicates(hashes, threshold)
+    ]
     seconds["near_duplicates"] = time.perf_counter() - started
 
     foreground = [item["foreground"] for item in read]
