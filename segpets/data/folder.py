@@ -520,7 +520,7 @@ class FolderSource(Source):
         try:
             mask, encoding = decode_mask(pixels, self.foreground_values, self.ignore_value)
         except MaskValueError:
-            raise
+            raise  # the scan gathers these over every mask into one message
         except DataError as error:
             raise DataError(f"{mask_path}: {error}") from None
         return fit_to_image(mask, size), encoding
