@@ -2,6 +2,7 @@
 `key=value` of a `python -m segpets.<app>` command in README.md and docs/*.md composes."""
 
 import re
+import shlex
 from pathlib import Path
 
 import pytest
@@ -88,3 +89,101 @@ def test_every_table_of_measurements_names_its_machine(name, line, rows):
         f"{name}:{line}: a table of figures with no CPU or GPU named in it, in its headings or "
         "in its section above it (or 'unverified' where the machine is unknown)"
     )
+
+
+DOCS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
+COMMAND = re.compile(r"python3? -m segpets\.(\w+)(.*)")
+FLAGS_WITH_A_VALUE = {"--cfg", "-c", "--package", "-p", "--config-name", "-cn"}
+
+
+def code_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, line) of the code blocks of a Markdown file, `\\`-continued lines
+    joined onto the first, and of the code spans in its text that hold a whole command."""
+    found: list[tuple[int, str]] = []
+    fenced = continued = False
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.startswith("```"):
+            fenced = not fenced
+        elif fenced and continued:
+            found[-1] = (found[-1][0], found[-1][1] + " " + line.strip().removesuffix("\\"))
+        elif fenced:
+            found.append((number, line.removesuffix("\\")))
+        else:
+            found += [(number, span) for span in re.findall(r"`(python3? -m [^`]+)`", line)]
+        continued = fenced and line.endswith("\\")
+    return found
+
+
+def first_choice(word: str) -> str:
+    """A docs shorthand or a sweep as one override: `tta=none|hflip` and `seed=1,2,3` (outside
+    brackets) compose as their first value."""
+    key, _, value = word.partition("=")
+    depth = 0
+    for index, char in enumerate(value):
+        depth += (char in "[{(") - (char in "]})")
+        if depth == 0 and char in "|,":
+            return f"{key}={value[:index]}"
+    return word
+
+
+def documented_overrides() -> list[tuple[str, str, list[str]]]:
+    """(where, app, overrides) of every `python -m segpets.<app>` command of a Hydra app
+    (one with configs/<app>.yaml) in the code blocks of README.md and docs/*.md."""
+    found = []
+    for path in DOCS:
+        for number, line in code_lines(path):
+            match = COMMAND.search(line)
+            if not match or not (REPO_ROOT / "configs" / f"{match.group(1)}.yaml").is_file():
+                continue
+            rest = re.split(r"\s(?:&&|\|\||;|\|)\s|\s#", match.group(2))[0]
+            words = shlex.split(re.sub(r"<[^<>]*>", "X", rest))  # <date>, <run 0>: a name
+            if "--config-dir" in words or "-cd" in words:
+                continue  # the user's own configs
+            overrides = []
+            for previous, word in zip(["", *words], words, strict=False):
+                if word.endswith("=..."):  # a value left out: `model=...`
+                    continue
+                if "=" in word and not word.startswith("-") and previous not in FLAGS_WITH_A_VALUE:
+                    overrides.append(first_choice(word))
+            where = f"{path.relative_to(REPO_ROOT)}:{number}"
+            found.append((where, match.group(1), overrides))
+    return found
+
+
+COMMANDS = documented_overrides()
+
+
+def test_the_commands_are_found_as_written(tmp_path):
+    doc = tmp_path / "doc.md"
+    doc.write_text(
+        "Prose, `python -m segpets.train model=x` inline\n```bash\n"
+        "OMP_NUM_THREADS=1 python -m segpets.train -m model=unet,resnet34_unet seed=1,2,3 \\\n"
+        "  'sections=[plain,smp]' --cfg job  # a comment=1\n"
+        "python -m segpets.eval ckpt_path=<run 0>/best.ckpt tta=none|hflip && ls a=b\n```\n"
+    )
+    lines = code_lines(doc)
+    assert [number for number, _ in lines] == [1, 3, 5]
+    assert lines[0][1] == "python -m segpets.train model=x"
+    words = shlex.split(lines[1][1].split("#")[0])
+    assert [first_choice(word) for word in words if "=" in word][1:] == [
+        "model=unet",
+        "seed=1",
+        "sections=[plain,smp]",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("where", "app", "overrides"), COMMANDS, ids=[where for where, _, _ in COMMANDS]
+)
+def test_every_documented_override_composes(where, app, overrides):
+    """A renamed key or group option fails here: each command's overrides compose with its
+    app's config as `python -m segpets.<app> ... --cfg job` would."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
+        try:
+            compose(app, overrides=overrides, return_hydra_config=True)
+        except (HydraException, OmegaConfBaseException) as error:
+            pytest.fail(f"{where}: python -m segpets.{app} {' '.join(overrides)}: {error}")
