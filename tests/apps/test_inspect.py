@@ -1,6 +1,7 @@
 """segpets.inspect: a dataset's fingerprint, checked against figures worked out by hand."""
 
 import json
+import re
 import statistics
 
 import numpy as np
@@ -9,6 +10,7 @@ from PIL import Image
 from scipy import ndimage
 
 from segpets.data.fingerprint import count_regions, mask_encoding, root_manifest
+from segpets.errors import SegpetsError
 from segpets.inspect import inspect_dataset
 from tests.helpers import compose_train, run_segpets
 
@@ -150,8 +152,9 @@ def test_near_duplicates_across_splits_are_found_and_distinct_photos_are_not(han
     assert pair["distance"] <= 6
     assert pair["files"] == [str(handmade / "images" / n) for n in ("train_d.jpg", "test_e.jpg")]
     # With 0 bits allowed, only identical thumbnails would count.
-    strict = inspect(tmp_path / "strict", handmade, "duplicate_bits=0")["near_duplicates"]
-    assert strict["count"] <= 1
+    strict = inspect(tmp_path / "strict", handmade, "duplicate_bits=0", "montage=0")
+    assert strict["near_duplicates"]["count"] <= 1
+    assert strict["montage"] is None and not (tmp_path / "strict" / "run" / "montage.png").exists()
 
 
 def test_fingerprint_json_montage_and_the_worker_processes(handmade, tmp_path):
@@ -294,6 +297,23 @@ def test_no_dataset_at_data_root_exits_2_naming_it(tmp_path):
     (line,) = result.stderr.strip().splitlines()
     assert str(missing) in line and "data.root" in line
     assert not missing.exists()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["data=folder", "data.root={missing}"], "data.root={missing} is not a folder"),
+        (["data=folder", "data.root={oxford}"], "use data=oxford_pet"),
+        (["data.root={oxford}", "workers=-1"], "workers must be auto or an integer >= 0"),
+        (["data.root={oxford}", "duplicate_bits=65"], "duplicate_bits must be at most 64"),
+    ],
+)
+def test_bad_input_is_a_user_error_naming_the_option(handmade, tmp_path, overrides, message):
+    paths = {"missing": tmp_path / "nowhere", "oxford": handmade}
+    overrides = [o.format(**paths) for o in overrides]
+    cfg = compose_train(tmp_path, ["workers=0", *overrides], config_name="inspect")
+    with pytest.raises(SegpetsError, match=re.escape(message.format(**paths))):
+        inspect_dataset(cfg)
 
 
 def test_the_real_sample(sample_root, tmp_path):
