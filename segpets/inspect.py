@@ -27,12 +27,11 @@ from rich.table import Table
 
 from segpets.checkpointing import write_atomically
 from segpets.cli import CONFIG_PATH, exit_on_user_error, run
-from segpets.data.fingerprint import SampleReader, fingerprint, montage
+from segpets.data.fingerprint import FINGERPRINT, SampleReader, fingerprint, montage
 from segpets.data.loading import AUTO, available_cpus
 from segpets.data.oxford_pet import SPLITS
 from segpets.errors import ConfigError
 
-FINGERPRINT = "fingerprint.json"
 MONTAGE = "montage.png"
 
 

@@ -6,7 +6,8 @@ the files while its `manifest` still matches `root_manifest(data.root)`. Its key
 - `format`: this layout's version (1). `source`: the data config's `_target_`, `root`
   (absolute) and the `data` option chosen, when known.
 - `manifest`: sha256 of every file under `root` (path relative to it, size in bytes, mtime
-  in ns), as `root_manifest` computes it: any file added, removed or rewritten changes it.
+  in ns; files named fingerprint.json left out), as `root_manifest` computes it: any file
+  added, removed or rewritten changes it.
 - `pairs`: usable image/mask pairs per split, e.g. {"train": 3312, "val": 368, "test": 3669}.
 - `image_size`: `width`, `height` (pixels, EXIF orientation applied) and `aspect` (width /
   height), each {"min", "median", "max"}; `image_modes`: PIL mode -> images (e.g. {"RGB":
@@ -57,6 +58,7 @@ from segpets.errors import SegpetsError
 from segpets.visual import overlay
 
 FORMAT = 1
+FINGERPRINT = "fingerprint.json"
 HASH = "dhash64"
 LISTED = 200
 """Near-duplicate pairs listed in the fingerprint (closest first); `count` has them all."""
@@ -70,11 +72,14 @@ IGNORE = 255
 
 
 def root_manifest(root: str | Path) -> str:
-    """sha256 of the sorted (relative path, size, mtime in ns) of every file under `root`."""
+    """sha256 of the sorted (relative path, size, mtime in ns) of every file under `root`
+    but fingerprints (`FINGERPRINT`), so that one written beside the data still matches."""
     root = Path(root)
     lines = []
     for folder, _, files in os.walk(root):
         for file in files:
+            if file == FINGERPRINT:
+                continue
             path = Path(folder) / file
             try:
                 stat = path.stat()
@@ -101,7 +106,7 @@ def mask_encoding(mask: Image.Image) -> str:
         if (channels[..., 0] == channels[..., 1]).all() and (
             channels[..., 0] == channels[..., 2]
         ).all():
-            return f"RGB {_value_set(np.unique(channels[..., 0]))}"
+            return f"RGB {_value_set(np.flatnonzero(np.bincount(channels[..., 0].ravel())))}"
         return "RGB colours"
     # A histogram is much faster than np.unique, for the modes that have one of 256 bins.
     histogram = mode == "L"

@@ -195,6 +195,8 @@ def test_fingerprint_json_montage_and_the_worker_processes(handmade, tmp_path):
 def test_the_manifest_changes_with_the_files(handmade):
     before = root_manifest(handmade)
     assert root_manifest(handmade) == before
+    (handmade / "fingerprint.json").write_text("{}")  # one written beside the data
+    assert root_manifest(handmade) == before
     (handmade / "annotations" / "trimaps" / "val_a.png").write_bytes(b"")
     assert root_manifest(handmade) != before
 
