@@ -159,7 +159,9 @@ def _print(result: dict[str, Any], shown: int, written: list[Path]) -> None:
         table.add_row(*row)
     console.print(table)
     for pair in duplicates["pairs"][:shown]:
-        console.print(f"near-duplicate: {pair['a']} ~ {pair['b']} ({pair['distance']} bits)")
+        console.print(
+            f"near-duplicate: {pair['a']} ~ {pair['b']} ({pair['distance']} of 64 bits differ)"
+        )
     for problem in result["problems"][:shown]:
         where = f"{problem['split']}/{problem['name']}: " if problem["name"] is not None else ""
         console.print(f"problem: {where}{problem['problem']}")
