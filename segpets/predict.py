@@ -39,11 +39,11 @@ from rich.progress import track
 from torch.utils.data import DataLoader, Dataset
 
 from segpets.cli import CONFIG_PATH, exit_on_user_error, require_options, run
+from segpets.data.folder import load_photo
 from segpets.data.loading import AUTO, check_loader_options, loader_options
 from segpets.data.oxford_pet import (
     UNREADABLE,
     check_boundary,
-    load_image,
     load_trimap,
     trimap_to_mask,
 )
@@ -192,7 +192,7 @@ class PhotoDataset(Dataset):
     def __getitem__(self, index: int) -> Photo:
         photo = Photo(self.paths[index], self.names[index])
         try:
-            photo.image = load_image(photo.path)
+            photo.image = load_photo(photo.path)
         except UNREADABLE as error:
             photo.error = _unreadable_reason(error)
             return photo

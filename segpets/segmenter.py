@@ -24,10 +24,11 @@ from typing import Any
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import nn
 
-from segpets.data.oxford_pet import UNREADABLE, image_to_rgb, load_image
+from segpets.data.folder import load_photo
+from segpets.data.oxford_pet import UNREADABLE, image_to_rgb
 from segpets.data.transforms import eval_transform
 from segpets.errors import SegpetsError
 from segpets.inference import (
@@ -199,14 +200,14 @@ def to_rgb(image: Any) -> np.ndarray:
     """RGB uint8 (H, W, 3) of one image as `python -m segpets.predict` reads a photo."""
     if isinstance(image, str | os.PathLike):
         try:
-            return load_image(image)
+            return load_photo(image)
         except FileNotFoundError:
             raise SegpetsError(f"{image}: no such image file") from None
         except UNREADABLE as error:
             reason = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise SegpetsError(f"{image}: not an image PIL can read ({reason})") from None
     if isinstance(image, Image.Image):
-        return image_to_rgb(image)
+        return image_to_rgb(ImageOps.exif_transpose(image))
     if isinstance(image, np.ndarray):
         return _array_to_rgb(image)
     raise SegpetsError(f"cannot predict on a {type(image).__name__}; give {ACCEPTED}")

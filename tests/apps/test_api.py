@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from hydra.core.hydra_config import HydraConfig
-from PIL import Image
+from PIL import Image, ImageOps
 
 import segpets
 from segpets.errors import ConfigError, SegpetsError
@@ -23,6 +23,7 @@ from tests.helpers import REPO_ROOT, TINY_UNET, compose_train, run_segpets, tiny
 
 DOC = REPO_ROOT / "docs" / "python.md"
 KINDS = ["path", "pil", "numpy", "list"]
+EXIF_ORIENTATION = 0x0112
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,8 @@ def segmenter(ckpt):
 
 @pytest.fixture(scope="module")
 def photos(synthetic_root, tmp_path_factory) -> Path:
-    """One photo in each form the CLI reads: RGB JPEG, grayscale, RGBA, 16-bit, palette GIF, 1x1."""
+    """One photo in each form the CLI reads: RGB JPEG, grayscale, RGBA, 16-bit, palette GIF,
+    1x1, and a JPEG stored on its side with EXIF orientation 6 (turn 90 degrees clockwise)."""
     folder = tmp_path_factory.mktemp("api_photos")
     source = sorted((synthetic_root / "images").glob("*.jpg"))[0]
     shutil.copy(source, folder / "rgb.jpg")
@@ -53,6 +55,9 @@ def photos(synthetic_root, tmp_path_factory) -> Path:
     assert Image.open(folder / "deep.png").mode in {"I;16", "I"}
     rgb.convert("P", palette=Image.Palette.ADAPTIVE).save(folder / "palette.gif")
     rgb.crop((5, 5, 6, 6)).save(folder / "dot.png")
+    exif = Image.Exif()
+    exif[EXIF_ORIENTATION] = 6
+    rgb.crop((0, 0, rgb.width, rgb.height // 2)).save(folder / "turned.jpg", exif=exif)
     return folder
 
 
@@ -84,9 +89,9 @@ def cli_masks(ckpt, photos, threshold, tmp_path_factory) -> dict[str, np.ndarray
 def as_kind(path: Path, kind: str):
     if kind == "pil":
         return Image.open(path)
-    if kind == "numpy":
+    if kind == "numpy":  # the pixels as the photo is seen: EXIF orientation applied
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     return path
 
 
@@ -102,6 +107,14 @@ def test_predict_gives_the_masks_the_cli_writes(kind, segmenter, photos, thresho
         expected = cli_masks[path.stem]
         assert mask.dtype == np.uint8 and mask.shape == expected.shape, path.name
         assert np.array_equal(mask, expected), path.name
+
+
+def test_exif_orientation_turns_the_photo_and_its_mask(cli_masks, photos):
+    """A photo stored on its side is predicted upright, as a viewer shows it and as
+    data=folder trains on it: its mask has the turned photo's size."""
+    with Image.open(photos / "turned.jpg") as image:
+        width, height = image.size
+    assert cli_masks["turned"].shape == (width, height)  # (rows, columns) of the turned photo
 
 
 @pytest.mark.parametrize("name", ["gray.png", "rgba.png", "deep.png", "dot.png"])
