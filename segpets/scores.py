@@ -2,7 +2,8 @@
 
 One row per image: `name`, `dice`, `iou`, `true_fraction` and `pred_fraction` (the pet's
 share of the valid pixels in the truth and in the prediction). Training writes the test
-split's rows to `test_per_image.csv` beside metrics.json; eval writes `per_image.csv`.
+split's rows to `test_per_image.csv` beside metrics.json (with data.folds, the val fold's
+to `val_per_image.csv`, with a `fold` column); eval writes `per_image.csv`.
 """
 
 import csv
@@ -15,6 +16,7 @@ from segpets.checkpointing import write_atomically
 
 FIELDS = ("name", "dice", "iou", "true_fraction", "pred_fraction")
 TEST_SCORES = "test_per_image.csv"
+VAL_SCORES = "val_per_image.csv"  # with data.folds: the val fold's, with a `fold` column
 
 
 def write_scores(path: str | Path, rows: Iterable[dict[str, Any]]) -> None:

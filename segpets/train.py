@@ -44,7 +44,7 @@ from segpets.module import MONITOR
 from segpets.precision import machine
 from segpets.runs import hparam_metrics, hparams_of, hydra_choices, hydra_overrides
 from segpets.runtime import configure_runtime
-from segpets.scores import TEST_SCORES, write_scores
+from segpets.scores import TEST_SCORES, VAL_SCORES, write_scores
 
 INTERRUPTED = 130
 """Exit status of a run stopped by Ctrl-C or SIGTERM after saving last.ckpt."""
@@ -125,6 +125,7 @@ def _fit_and_test(
     metrics["val"] = _stage_metrics(
         trainer.validate(module, datamodule=datamodule, ckpt_path=scored, verbose=False)
     )
+    val_scores = _score_val_fold(cfg, trainer, module, datamodule, scored)
     if cfg.get("test"):
         tested = time.perf_counter()
         metrics["test"] = _stage_metrics(
@@ -141,6 +142,9 @@ def _fit_and_test(
         trainer.loggers, hparams_of(metrics, cfg), hparam_metrics(metrics), trainer.global_step
     )
     if trainer.is_global_zero:
+        store_resplit(datamodule, output_dir)
+        if val_scores is not None:
+            write_scores(output_dir / VAL_SCORES, val_scores)
         if cfg.get("test"):
             write_scores(output_dir / TEST_SCORES, module.test_scores)
             _write_worst(cfg, module, datamodule, output_dir)
@@ -149,6 +153,49 @@ def _fit_and_test(
         )
         _print_summary(metrics, output_dir)
     return metrics
+
+
+def _score_val_fold(
+    cfg: DictConfig,
+    trainer: L.Trainer,
+    module: L.LightningModule,
+    datamodule: L.LightningDataModule,
+    scored: str | None,
+) -> list[dict[str, Any]] | None:
+    """With data.folds: the val fold's per-image scores (and its `fold`) by the tested
+    checkpoint, predicted as the test is (tta, postprocess): the run's out-of-fold scores,
+    which the folds' runs pool over every train+val image. None without data.folds.
+
+    It runs as a test of the val loader with the loggers muted, so that the logs hold
+    one test/* per run, the test split's."""
+    fold = cfg.data.get("fold")
+    if cfg.data.get("folds") is None or fold is None:
+        return None
+    loggers = trainer.loggers
+    trainer.loggers = []
+    try:
+        trainer.test(
+            module, dataloaders=datamodule.val_dataloader(), ckpt_path=scored, verbose=False
+        )
+    finally:
+        trainer.loggers = loggers
+    return [{**row, "fold": fold} for row in module.test_scores]
+
+
+def store_resplit(datamodule: L.LightningDataModule, output_dir: Path) -> None:
+    """With data.folds or data.train_fraction: the splits the run used in `output_dir`/splits/
+    ({train,val,test}.txt, as a folder's split is written) and, with folds, folds.csv (stem,
+    fold of every train+val image)."""
+    record = getattr(datamodule, "resplit_record", dict)()
+    if not record:
+        return
+    folder = output_dir / "splits"
+    folder.mkdir(parents=True, exist_ok=True)
+    for split, names in record["splits"].items():
+        write_atomically(folder / f"{split}.txt", "".join(f"{n}\n" for n in names).encode())
+    if record["folds"]:
+        rows = "".join(f"{stem},{fold}\n" for stem, fold in sorted(record["folds"].items()))
+        write_atomically(folder / "folds.csv", f"stem,fold\n{rows}".encode())
 
 
 def check_test_checkpoint(choice: str, callbacks: list) -> str:

@@ -232,6 +232,7 @@ class CachedOxfordPetDataset(CachedSamples, OxfordPetDataset):
         boundary: str = "foreground",
         transform: Callable[..., dict[str, Any]] | None = None,
         val_every: int = 10,
+        source: Source | None = None,
     ) -> None:
         self._use_cache(cache, manifest)
-        OxfordPetDataset.__init__(self, cache.root, split, boundary, transform, val_every)
+        OxfordPetDataset.__init__(self, cache.root, split, boundary, transform, val_every, source)

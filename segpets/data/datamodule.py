@@ -34,6 +34,7 @@ from segpets.data.cache import (
 from segpets.data.dataset import SegmentationDataset, Source
 from segpets.data.download import download_oxford_pet
 from segpets.data.folder import FolderDataset, FolderSource, read_groups
+from segpets.data.folds import Resplit, ResplitSource
 from segpets.data.loading import AUTO, check_loader_options, loader_options
 from segpets.data.oxford_pet import (
     SPLITS,
@@ -67,6 +68,9 @@ class SegmentationDataModule(L.LightningDataModule):
     once into `cache_dir`, and used only while they match the files (else decoded again):
     every split's with `cache=True`, the train split's alone with `cache="train"`, so that
     val and test are scored on the photos exactly as without a cache.
+    `folds` / `fold` / `fold_seed` re-draw train and val as k-fold cross-validation, and
+    `train_fraction` / `train_fraction_seed` train on a nested subset (segpets/data/folds.py);
+    the test split is always the layout's.
     """
 
     def __init__(
@@ -83,9 +87,17 @@ class SegmentationDataModule(L.LightningDataModule):
         cache: bool | str = False,
         cache_dir: str | None = None,
         train_size: int | None = None,
+        folds: int | None = None,
+        fold: int | None = None,
+        fold_seed: int = 0,
+        train_fraction: float = 1.0,
+        train_fraction_seed: int = 0,
     ) -> None:
         super().__init__()
         _check_int("data.image_size", image_size, 1)
+        self.resplit = Resplit(folds, fold, fold_seed, train_fraction, train_fraction_seed)
+        if self.resplit.active and self._resplits(source):
+            source = ResplitSource(source, self.resplit)
         if train_size is None:
             train_size = image_size
         _check_int("data.train_size", train_size, 1, "(or null: data.image_size)")
@@ -124,6 +136,21 @@ class SegmentationDataModule(L.LightningDataModule):
 
     def _prepare_source(self) -> None:
         """Get the source's files in place (download, generate); nothing by default."""
+
+    def _resplits(self, source: Source) -> bool:
+        """Whether data.folds / data.train_fraction re-draw `source`'s splits (a folder's
+        stored split already holds them)."""
+        return True
+
+    def resplit_record(self) -> dict[str, Any]:
+        """With data.folds or data.train_fraction: {"splits": {split: stems}, "folds": {stem:
+        fold} (empty without data.folds)}, what train writes to the run's splits/; else {}."""
+        if not isinstance(self.source, ResplitSource):
+            return {}
+        return {
+            "splits": {split: self.source.split_names(split) for split in SPLITS},
+            "folds": self.source.fold_of(),
+        }
 
     def _new_dataset(
         self, split: str, transform: A.Compose, manifest: dict | None
@@ -274,6 +301,11 @@ class OxfordPetDataModule(SegmentationDataModule):
         cache: bool | str = False,
         cache_dir: str | None = None,
         train_size: int | None = None,
+        folds: int | None = None,
+        fold: int | None = None,
+        fold_seed: int = 0,
+        train_fraction: float = 1.0,
+        train_fraction_seed: int = 0,
     ) -> None:
         _check_int("data.image_size", image_size, 1)
         _check_int("data.val_every", val_every, 2, "(every val_every-th trainval line is val)")
@@ -307,6 +339,11 @@ class OxfordPetDataModule(SegmentationDataModule):
             cache=cache,
             cache_dir=cache_dir,
             train_size=train_size,
+            folds=folds,
+            fold=fold,
+            fold_seed=fold_seed,
+            train_fraction=train_fraction,
+            train_fraction_seed=train_fraction_seed,
         )
 
     def _prepare_source(self) -> None:
@@ -321,9 +358,11 @@ class OxfordPetDataModule(SegmentationDataModule):
         self, split: str, transform: A.Compose, manifest: dict | None
     ) -> SegmentationDataset:
         if manifest is None:
-            return OxfordPetDataset(self.root, split, self.boundary, transform, self.val_every)
+            return OxfordPetDataset(
+                self.root, split, self.boundary, transform, self.val_every, self.source
+            )
         return CachedOxfordPetDataset(
-            self.cache, manifest, split, self.boundary, transform, self.val_every
+            self.cache, manifest, split, self.boundary, transform, self.val_every, self.source
         )
 
 
@@ -348,7 +387,8 @@ class FolderDataModule(SegmentationDataModule):
     `normalize`: imagenet (data.mean / data.std as given, ImageNet's by default), dataset
     (the train split's own per-channel mean and std, computed here once) or stored (the
     data.mean / data.std that a normalize=dataset run computed and stored in its config).
-    `splits` ({split: [stems]}, which train stores) replaces split detection.
+    `splits` ({split: [stems]}, which train stores) replaces split detection; it holds the
+    folds and train fraction already, so those options are not applied to it again.
     `groups_csv` (stem,group columns) gives eval's scores by group.
     """
 
@@ -377,6 +417,11 @@ class FolderDataModule(SegmentationDataModule):
         strict: bool = False,
         normalize: str = "imagenet",
         groups_csv: str | None = None,
+        folds: int | None = None,
+        fold: int | None = None,
+        fold_seed: int = 0,
+        train_fraction: float = 1.0,
+        train_fraction_seed: int = 0,
     ) -> None:
         if normalize not in NORMALIZE:
             raise ConfigError(
@@ -396,6 +441,7 @@ class FolderDataModule(SegmentationDataModule):
             ignore_value=ignore_value,
             strict=strict,
         )
+        self.folder = source
         self.normalize = normalize
         self.groups_csv = groups_csv
         self._announced = False
@@ -412,13 +458,21 @@ class FolderDataModule(SegmentationDataModule):
             cache=cache,
             cache_dir=cache_dir,
             train_size=train_size,
+            folds=folds,
+            fold=fold,
+            fold_seed=fold_seed,
+            train_fraction=train_fraction,
+            train_fraction_seed=train_fraction_seed,
         )
         if normalize == "dataset":
             self.mean, self.std = self.train_statistics()
             self._build_transforms()
 
+    def _resplits(self, source: Source) -> bool:
+        return source.given_splits is None
+
     def _prepare_source(self) -> None:
-        self.source.scan()  # every check before anything (the cache) is written
+        self.folder.scan()  # every check before anything (the cache) is written
         if self.groups_csv:
             read_groups(self.groups_csv)
 
@@ -426,7 +480,7 @@ class FolderDataModule(SegmentationDataModule):
         if self._announced:
             return
         self._announced = True
-        scan = self.source.scan()
+        scan = self.folder.scan()
         rank_zero_info(scan.summary(self.root))
         for warning in scan.warnings:
             rank_zero_warn(warning)
@@ -457,7 +511,7 @@ class FolderDataModule(SegmentationDataModule):
     def stored_options(self) -> dict[str, Any]:
         """The split (every stem of each) and, with normalize=dataset, the statistics, so
         that a checkpoint scores the same test set with the same normalisation anywhere."""
-        record = self.source.split_record()
+        record = self.split_record()
         options: dict[str, Any] = {"splits": {split: record[split] for split in SPLITS}}
         if self.normalize == "dataset":
             options.update(normalize="stored", mean=list(self.mean), std=list(self.std))
@@ -465,11 +519,21 @@ class FolderDataModule(SegmentationDataModule):
 
     def test_data(self) -> dict[str, Any]:
         """What metrics.json's `test_data` says: dataset, root, split and the test split's hash."""
-        return self.source.test_data()
+        return self.folder.test_data()
 
     def state_dict(self) -> dict[str, Any]:
         """Stored in every checkpoint (under this class's name): the split and the statistics."""
-        return {"split": self.source.split_record(), "mean": list(self.mean), "std": list(self.std)}
+        return {"split": self.split_record(), "mean": list(self.mean), "std": list(self.std)}
+
+    def split_record(self) -> dict[str, Any]:
+        """The folder's split record (`FolderSource.split_record`) with the train and val
+        that data.folds / data.train_fraction drew."""
+        record = self.folder.split_record()
+        if self.source is not self.folder:
+            for split in ("train", "val"):
+                record[split] = self.source.split_names(split)
+            record["origin"] += f", {self.resplit.describe()}"
+        return record
 
 
 def _plain(value: Any) -> Any:

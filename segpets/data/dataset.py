@@ -68,6 +68,17 @@ class Source:
         """The 0 / 1 / 255 mask of `name` at its image's size."""
         return self.to_mask(self.raw_mask(name))
 
+    def foreground_shares(self, names: list[str]) -> dict[str, float]:
+        """{name: share of foreground among the valid mask pixels} of the usable `names`:
+        what k-fold stratifies by (segpets/data/folds.py)."""
+        shares = {}
+        for name in names:
+            if self.check(name) is None:
+                mask = self.native_mask(name)
+                valid = np.count_nonzero(mask != 255)
+                shares[name] = float(np.count_nonzero(mask == 1)) / max(valid, 1)
+        return shares
+
     def cached_names(self) -> list[str]:
         """Every name of every split, once, in a fixed order: what the cache holds."""
         raise NotImplementedError

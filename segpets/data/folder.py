@@ -98,17 +98,22 @@ def split_counts(total: int, fractions: Sequence[float], names: Sequence[str]) -
 
 
 def stratified_split(
-    shares: dict[str, float], fractions: Sequence[float], seed: int, names: Sequence[str] = SPLITS
+    shares: dict[str, float],
+    fractions: Sequence[float],
+    seed: int,
+    names: Sequence[str] = SPLITS,
+    counts: Sequence[int] | None = None,
 ) -> dict[str, list[str]]:
     """{split: sorted names}: `fractions` of the items, stratified by their share value.
 
     Items ordered by share get split labels interleaved in proportion (each split spread
     evenly along the order); labels are then shuffled with `seed` inside blocks of about
     1 / min(fraction) neighbours, so the split is random but every range of shares is in
-    every split.
+    every split. `counts` (items per split) replaces the rounding of `split_counts`, as
+    k-fold's sizes that differ by at most one (segpets/data/folds.py).
     """
     order = sorted(shares, key=lambda name: (shares[name], name))
-    counts = split_counts(len(order), fractions, names)
+    counts = list(counts) if counts is not None else split_counts(len(order), fractions, names)
     labels, given = [], [0] * len(counts)
     for index in range(len(order)):
         due = [c * (index + 1) / len(order) - g for c, g in zip(counts, given, strict=True)]
@@ -253,6 +258,11 @@ class FolderSource(Source):
         with Image.open(image_path) as image:
             size = oriented_size(image)
         return self._decode(mask_path, load_mask_pixels(mask_path), image_path, size)[0]
+
+    def foreground_shares(self, names: list[str]) -> dict[str, float]:
+        """The scan's foreground shares (decoded masks, ignored pixels left out)."""
+        foreground = self.scan().foreground
+        return {name: foreground[name] for name in names if name in foreground}
 
     def cached_names(self) -> list[str]:
         return sorted(self.scan().pairs)

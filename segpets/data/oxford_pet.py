@@ -257,6 +257,20 @@ class OxfordPetSource(Source):
         except DataError as error:
             raise DataError(f"{trimap_path}: {error}") from None
 
+    def foreground_shares(self, names: list[str]) -> dict[str, float]:
+        """{name: share of pet and border pixels in its trimap}, whatever data.boundary, so
+        that k-fold's folds are the same for every boundary; unreadable trimaps left out.
+        One pass over the trimaps (no photo is read)."""
+        shares = {}
+        for name in names:
+            try:
+                trimap = load_trimap(self.mask_path(name))
+            except UNREADABLE:
+                continue
+            if trimap.ndim == 2 and trimap.size:
+                shares[name] = float(np.count_nonzero(trimap != 2)) / trimap.size
+        return shares
+
     def cached_names(self) -> list[str]:
         """Every sample name of trainval.txt and test.txt, once, in file order."""
         names = [name for path in LIST_FILES for name in parse_list_file(self.root / path)]
@@ -274,7 +288,8 @@ class OxfordPetDataset(SegmentationDataset):
     """One split of Oxford-IIIT Pet as dicts {"image", "mask" (1, H, W) uint8, "name"}.
 
     Without a transform, images keep their size and are only normalised with ImageNet
-    statistics; `OxfordPetDataModule` passes the resize / augmentation pipeline.
+    statistics; `OxfordPetDataModule` passes the resize / augmentation pipeline, and its
+    source when data.folds or data.train_fraction re-draw the splits (`source`).
     """
 
     def __init__(
@@ -284,8 +299,10 @@ class OxfordPetDataset(SegmentationDataset):
         boundary: str = "foreground",
         transform: Callable[..., dict[str, Any]] | None = None,
         val_every: int = 10,
+        source: Source | None = None,
     ) -> None:
         check_boundary(boundary)
         check_layout(root)
         self.boundary = boundary
-        super().__init__(OxfordPetSource(root, boundary, val_every), split, transform)
+        source = source if source is not None else OxfordPetSource(root, boundary, val_every)
+        super().__init__(source, split, transform)
