@@ -123,6 +123,33 @@ def test_the_same_seed_gives_the_same_folds_and_another_seed_others(synthetic_ro
         assert sorted(other["folds"]) == sorted(first["folds"])
 
 
+def test_the_folds_are_the_same_in_another_process_and_as_recorded(synthetic_root):
+    """No hash randomisation, file order or machine in the draw: a process with another
+    PYTHONHASHSEED gets the same folds, and a fixed pool gets the folds recorded here."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import json, sys; from segpets.data import OxfordPetDataModule; "
+        "d = OxfordPetDataModule(sys.argv[1], folds=3, fold=0, train_fraction=0.5); "
+        "print(json.dumps(d.resplit_record()))"
+    )
+    other = subprocess.run(
+        [sys.executable, "-c", code, str(synthetic_root)],
+        env={**os.environ, "PYTHONHASHSEED": "12345"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    here = oxford(synthetic_root, folds=3, fold=0, train_fraction=0.5).resplit_record()
+    assert json.loads(other.stdout.splitlines()[-1]) == here
+    shares = {f"s{index:02d}": (index * 7 % 12) / 12 for index in range(12)}
+    assigned = fold_assignment(shares, 3, 0)
+    assert [assigned[stem] for stem in sorted(assigned)] == [2, 0, 1, 1, 1, 0, 2, 0, 1, 2, 2, 0]
+    assert nested_subset(sorted(shares), 0.25, 0) == ["s02", "s07", "s09"]
+
+
 def test_the_folds_do_not_depend_on_the_order_or_the_boundary_option(synthetic_root):
     shares = {f"s{index}": index / 40 for index in range(40)}
     reversed_shares = dict(reversed(shares.items()))
