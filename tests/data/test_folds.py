@@ -268,3 +268,15 @@ def test_a_fold_run_writes_its_out_of_fold_scores_and_its_folds(synthetic_root, 
     with (run / "csv" / "metrics.csv").open(newline="") as file:  # one test/dice: the test's
         logged = [row["test/dice"] for row in csv.DictReader(file) if row.get("test/dice")]
     assert [float(value) for value in logged] == pytest.approx([metrics["test"]["test/dice"]])
+
+
+@pytest.mark.parametrize("layout", ["oxford", "folder"])
+def test_the_decoded_image_cache_serves_the_folds(synthetic_root, folder_root, tmp_path, layout):
+    make, root = (oxford, synthetic_root) if layout == "oxford" else (folder, folder_root)
+    options = {"folds": 3, "fold": 1, "train_fraction": 0.5}
+    cached = make(root, cache=True, cache_dir=str(tmp_path / "cache"), **options)
+    cached.prepare_data()
+    plain = make(root, **options)
+    for split in ("train", "val", "test"):
+        assert type(cached.dataset(split)).__name__.startswith("Cached")
+        assert names(cached, split) == names(plain, split)
