@@ -232,6 +232,29 @@ class CorruptedDataset(Dataset):
         return self.dataset[index]
 
 
+class _Conditions(Dataset):
+    """Several CorruptedDatasets end to end, so that one loader (one set of worker
+    processes) serves every condition: item k is image k % n of condition k // n."""
+
+    def __init__(self, datasets: Sequence[CorruptedDataset]) -> None:
+        self.datasets = list(datasets)
+        self.images = len(self.datasets[0])
+
+    def __len__(self) -> int:
+        return self.images * len(self.datasets)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.datasets[index // self.images][index % self.images]
+
+    def batches(self, batch_size: int) -> list[list[int]]:
+        """Batches of at most `batch_size` that never mix two conditions, in order."""
+        return [
+            list(range(start, min(start + batch_size, first + self.images)))
+            for first in range(0, len(self), self.images)
+            for start in range(first, first + self.images, batch_size)
+        ]
+
+
 def build_corruptions(config: Any) -> CorruptionSuite | None:
     """The suite the `corruptions` config group names (None for corruptions=none)."""
     if config is None:
@@ -283,7 +306,8 @@ def _mean(values: Iterable[float]) -> float:
 def score_corruptions(
     suite: CorruptionSuite,
     dataset: Any,
-    loader_of: Callable[[Dataset], DataLoader],
+    batch_size: int,
+    loader_options: Mapping[str, Any],
     views_of: Callable[[dict[str, Any]], Iterable[View]],
     threshold: float,
     clean: Mapping[str, Any],
@@ -291,7 +315,8 @@ def score_corruptions(
 ) -> Robustness:
     """Score `dataset` under every condition of `suite`.
 
-    `loader_of` batches a dataset as eval does; `views_of` turns a batch into the
+    The batches are eval's size and `loader_options` (workers, pinning), from one loader
+    over all conditions, so that worker processes start once; `views_of` turns a batch into the
     (probabilities, masks, names) eval scores (at the input size or the photos'); `clean`
     is eval's report (its `dice`, `iou`, `images` make the clean row) and `clean_rows` its
     per-image rows.
@@ -305,22 +330,32 @@ def score_corruptions(
         {"corruption": CLEAN, "severity": 0, "dice": float(clean["dice"]),
          "iou": float(clean["iou"]), "images": int(clean["images"])}
     ]  # fmt: skip
-    for name, severity in track(suite.conditions(), description="corruptions", transient=True):
-        rows = []
-        for batch in loader_of(CorruptedDataset(dataset, suite, name, severity)):
-            for probs, masks, names in views_of(batch):
-                scores = per_image_scores_from_probabilities(probs, masks, threshold)
-                dice, iou = scores["dice"].tolist(), scores["iou"].tolist()
-                for index, image in enumerate(names):
-                    rows.append(
-                        {"name": image, "corruption": name, "severity": severity,
-                         "dice": dice[index], "iou": iou[index]}
-                    )  # fmt: skip
-        per_image += rows
+    conditions = suite.conditions()
+    data = _Conditions([CorruptedDataset(dataset, suite, *each) for each in conditions])
+    batches = data.batches(batch_size)
+    loader = DataLoader(data, batch_sampler=batches, **loader_options)
+    rows: dict[tuple[str, int], list[dict[str, Any]]] = {each: [] for each in conditions}
+    for indices, batch in track(
+        zip(batches, loader, strict=True),
+        total=len(batches),
+        description="corruptions",
+        transient=True,
+    ):
+        name, severity = conditions[indices[0] // data.images]
+        for probs, masks, names in views_of(batch):
+            scores = per_image_scores_from_probabilities(probs, masks, threshold)
+            dice, iou = scores["dice"].tolist(), scores["iou"].tolist()
+            for index, image in enumerate(names):
+                rows[name, severity].append(
+                    {"name": image, "corruption": name, "severity": severity,
+                     "dice": dice[index], "iou": iou[index]}
+                )  # fmt: skip
+    for (name, severity), scored in rows.items():
+        per_image += scored
         table.append(
             {"corruption": name, "severity": severity,
-             "dice": _mean(row["dice"] for row in rows),
-             "iou": _mean(row["iou"] for row in rows), "images": len(rows)}
+             "dice": _mean(row["dice"] for row in scored),
+             "iou": _mean(row["iou"] for row in scored), "images": len(scored)}
         )  # fmt: skip
     corrupted = table[1:]
     mean_dice = _mean(row["dice"] for row in corrupted)

@@ -258,7 +258,14 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
     if corruptions is not None:
         with trained.autocast():
             robustness = score_corruptions(
-                corruptions, dataset, loader_of, views_of, threshold, report, scores.rows
+                corruptions,
+                dataset,
+                run.data.batch_size,
+                options,
+                views_of,
+                threshold,
+                report,
+                scores.rows,
             )
         report.update(robustness.metrics)
         robustness_files = write_robustness(robustness, output_dir)
