@@ -121,6 +121,7 @@ def _fit_and_test(
         "scored_checkpoint": scored,
         "epochs_trained": trainer.current_epoch,
         "global_step": trainer.global_step,
+        "train_images": _train_images(datamodule),
     }
     metrics["val"] = _stage_metrics(
         trainer.validate(module, datamodule=datamodule, ckpt_path=scored, verbose=False)
@@ -153,6 +154,11 @@ def _fit_and_test(
         )
         _print_summary(metrics, output_dir)
     return metrics
+
+
+def _train_images(datamodule: L.LightningDataModule) -> int | None:
+    """How many images the run trained on: the x of the report's learning curves."""
+    return len(datamodule.dataset("train")) if hasattr(datamodule, "dataset") else None
 
 
 def _score_val_fold(

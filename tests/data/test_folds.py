@@ -265,6 +265,7 @@ def test_a_fold_run_writes_its_out_of_fold_scores_and_its_folds(synthetic_root, 
     assert sorted(stem for stem, fold in folds.items() if fold == 1) == sorted(expected)
     metrics = json.loads((run / "metrics.json").read_text())
     check_test_scores(run, metrics, images=10)  # the test split, untouched
+    assert metrics["train_images"] == len(names(oxford(synthetic_root, folds=2, fold=1), "train"))
     with (run / "csv" / "metrics.csv").open(newline="") as file:  # one test/dice: the test's
         logged = [row["test/dice"] for row in csv.DictReader(file) if row.get("test/dice")]
     assert [float(value) for value in logged] == pytest.approx([metrics["test"]["test/dice"]])
