@@ -1,8 +1,9 @@
 """`python -m segpets.report DIR [baseline=NAME]`: compare the configurations under DIR.
 
 DIR is a multirun dir or any folder of runs (a run is a folder with `.hydra/` or
-`metrics.json`). Runs that differ only in their seed form one group, named by the
-overrides that set it apart from the other groups. Per group: mean ± std over seeds of
+`metrics.json`). Runs that differ only in their seed and/or fold (`data.fold`) form one
+group, named by the overrides that set it apart from the other groups; a fold plays a
+seed's part (each fold's model scores the same test images). Per group: mean ± std over seeds of
 val and test Dice, a 95% interval of its mean test Dice that resamples its seeds and its
 test images (segpets/stats.py), training time, parameters, GFLOPs and test throughput.
 Each pair of groups (or each group against `baseline=NAME`, also `report.baseline=NAME`,
@@ -15,11 +16,18 @@ and about how many seeds would do); groups with fewer get one on those trained m
 only, with the seeds to add. Groups tested on different test sets, or without per-image
 scores, are listed but not paired, and the report says why.
 
+Fold runs also score their val fold (val_per_image.csv): pooled per group into out-of-fold
+Dice over all train+val images, with an interval over images, and compared image by image
+between groups split into the same folds (segpets/studies.py). Groups that differ only in
+`data.train_fraction` form a learning curve of test Dice against training images, with a
+fitted power law and its estimate at twice the data.
+
 Writes into DIR: report.md, report.html (one self-contained page: tables, figures, each
 group's worst test images), report.csv (one row per run), groups.csv, comparisons.csv,
 curves.png (mean over seeds with a min-max band, per epoch and against training time)
-and pareto.png (test Dice against training time and GFLOPs). A run without metrics.json
-is listed as unfinished, never dropped.
+and pareto.png (test Dice against training time and GFLOPs); with fold runs also
+oof_comparisons.csv, with learning curves learning_curve.csv and learning_curve.png. A
+run without metrics.json is listed as unfinished, never dropped.
 """
 
 import argparse
@@ -36,7 +44,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from segpets import stats
+from segpets import stats, studies
 from segpets.cli import USER_ERROR
 from segpets.errors import SegpetsError
 from segpets.runs import describe
@@ -45,16 +53,17 @@ from segpets.scores import TEST_SCORES, read_scores
 CURVES = ("train/loss_epoch", "val/loss", "train/dice", "val/dice")
 TIME = "time/train_seconds"
 COLUMNS = (
-    "run", "group", "seed", "status", "model", "loss", "upsample", "augment", "precision",
+    "run", "group", "seed", "fold", "status", "model", "loss", "upsample", "augment", "precision",
     "epochs", "parameters", "gflops_forward", "val_dice", "best_epoch", "test_dice",
     "test_dice_dataset", "test_iou", "lowest_val_loss_epoch", "train_seconds",
-    "test_images_per_second", "overrides",
+    "test_images_per_second", "train_images", "overrides",
 )  # fmt: skip
 GROUP_COLUMNS = (
-    "group", "seeds", "runs", "val_dice", "val_dice_std", "test_dice", "test_dice_std",
+    "group", "seeds", "folds", "runs", "val_dice", "val_dice_std", "test_dice", "test_dice_std",
     "test_dice_ci_low", "test_dice_ci_high", "test_dice_ci_method", "test_images", "test_dice_dataset",
     "test_dice_dataset_std", "train_seconds", "parameters", "gflops_forward",
-    "test_images_per_second", "test_root", "overrides",
+    "test_images_per_second", "oof_dice", "oof_dice_ci_low", "oof_dice_ci_high", "oof_images",
+    "test_root", "overrides",
 )  # fmt: skip
 COMPARISON_COLUMNS = (
     "a", "b", "level", "seeds_a", "seeds_b", "pairing", "images", "mean_difference", "ci_low",
@@ -139,6 +148,7 @@ def read_run(run: Path, root: Path) -> dict[str, Any]:
         "run": str(run.relative_to(root)) if run != root else run.name,
         "status": "finished" if metrics else "unfinished or failed",
         "seed": metrics.get("seed", _seed_of(overrides or [], config)),
+        "fold": _fold_of(overrides or [], config),
         **describe(config if config is not None else OmegaConf.create({}), choices),
         "parameters": metrics.get("parameters"),
         "gflops_forward": metrics.get("gflops_forward"),
@@ -150,6 +160,7 @@ def read_run(run: Path, root: Path) -> dict[str, Any]:
         "lowest_val_loss_epoch": min(val_loss, key=lambda p: p[1])[0] if val_loss else None,
         "train_seconds": metrics.get("train_seconds"),
         "test_images_per_second": metrics.get("test_images_per_second"),
+        "train_images": studies.train_images(run, metrics),
         "overrides": " ".join(overrides or []),
         # Not columns:
         "path": run,
@@ -158,16 +169,39 @@ def read_run(run: Path, root: Path) -> dict[str, Any]:
         "choices": choices,
         "group_key": None  # a run that saved no overrides joins no group of known runs
         if overrides is None
-        else tuple(sorted(o for o in overrides if not _is_seed(o))),
+        else tuple(sorted(o for o in overrides if not _is_replicate(o))),
         "scores": _dice_per_image(scores_file) if metrics and scores_file.is_file() else None,
         "test_set": metrics.get("test_data"),
         "worst_png": run / "worst.png" if (run / "worst.png").is_file() else None,
+        "val_scores": studies.read_val_scores(run) if metrics else None,
+        "folds": studies.read_folds(run),
     }
     return row
 
 
+def _option(override: str) -> str:
+    return override.split("=", 1)[0].lstrip("+~")
+
+
 def _is_seed(override: str) -> bool:
-    return override.split("=", 1)[0].lstrip("+~") == "seed"
+    return _option(override) == "seed"
+
+
+def _is_replicate(override: str) -> bool:
+    """A seed or a fold: what a group's runs may differ in (a group's replicates)."""
+    return _option(override) in ("seed", "data.fold")
+
+
+def _fold_of(overrides: Iterable[str], config: DictConfig | None) -> int | None:
+    """The run's `data.fold` (None for a run of the layout's own split)."""
+    for override in overrides:
+        if _option(override) == "data.fold" and "=" in override:
+            value = override.split("=", 1)[1]
+            return int(value) if value.lstrip("-").isdigit() else None
+    if config is None:
+        return None
+    fold = OmegaConf.select(config, "data.fold", default=None, throw_on_resolution_failure=False)
+    return fold if isinstance(fold, int) else None
 
 
 def _seed_of(overrides: Iterable[str], config: DictConfig | None) -> Any:
@@ -194,8 +228,9 @@ def _dice_per_image(path: Path) -> dict[str, float]:
 
 @dataclass
 class Group:
-    """Runs whose command-line overrides are the same once `seed=...` is left out (key None:
-    the runs that saved no overrides, unfinished before Hydra wrote .hydra/overrides.yaml)."""
+    """Runs whose command-line overrides are the same once `seed=...` and `data.fold=...`
+    are left out (key None: the runs that saved no overrides, unfinished before Hydra wrote
+    .hydra/overrides.yaml). A run's replicate is its (seed, fold)."""
 
     key: tuple[str, ...] | None
     runs: list[dict[str, Any]]
@@ -208,9 +243,9 @@ class Group:
 
     @property
     def scored(self) -> list[dict[str, Any]]:
-        """The finished runs with per-image test scores, in seed order."""
+        """The finished runs with per-image test scores, in (seed, fold) order."""
         runs = [run for run in self.finished if run["scores"] is not None]
-        return sorted(runs, key=lambda run: _seed_order(run["seed"]))
+        return sorted(runs, key=lambda run: (_seed_order(run["seed"]), _fold_order(run)))
 
     def table(self, names: Sequence[str]) -> list[list[float]]:
         """Seeds x images: each scored run's test Dice of `names`, in seed order."""
@@ -230,9 +265,27 @@ class Group:
     def test_set(self) -> dict[str, Any] | None:
         return next((r["test_set"] for r in self.finished if r["test_set"]), None)
 
+    @property
+    def has_folds(self) -> bool:
+        return any(run["fold"] is not None for run in self.runs)
+
+    @property
+    def folds(self) -> dict[str, int] | None:
+        """{stem: fold} of the group's splits/folds.csv, or None (no fold runs, or none
+        recorded): groups pair fold by fold only where these are equal."""
+        return next((run["folds"] for run in self.finished if run["folds"]), None)
+
+    @property
+    def out_of_fold(self) -> studies.OutOfFold | None:
+        return studies.out_of_fold(self.finished)
+
+
+def _fold_order(run: dict[str, Any]) -> int:
+    return -1 if run["fold"] is None else run["fold"]
+
 
 def group_runs(rows: Sequence[dict[str, Any]]) -> list[Group]:
-    """Runs grouped by their overrides minus the seed, named, summarised and sorted by mean
+    """Runs grouped by their overrides minus seed and fold, named, summarised and sorted by mean
     val Dice of the tested checkpoints (the best first; test scores never choose the order)."""
     by_key: dict[tuple[str, ...] | None, list[dict[str, Any]]] = {}
     for row in rows:
@@ -307,6 +360,7 @@ def summarize(group: Group) -> dict[str, Any]:
         "test_images_per_second": stats.mean_std([r["test_images_per_second"] for r in finished]),
         "test_dice_ci": stats.two_level_ci(group.table(list(dice))) if dice else None,
         "test_images": len(dice) if dice else None,
+        "out_of_fold": group.out_of_fold,
         "parameters": first.get("parameters"),
         "gflops_forward": first.get("gflops_forward"),
     }
@@ -316,9 +370,13 @@ def group_row(group: Group) -> dict[str, Any]:
     """A row of groups.csv."""
     s = group.summary
     ci = s["test_dice_ci"] or (None, None)
+    oof = s["out_of_fold"]
+    oof_ci = (oof.ci if oof else None) or (None, None)
+    folds = {run["fold"] for run in group.finished if run["fold"] is not None}
     return {
         "group": group.name,
         "seeds": len(group.finished),
+        "folds": len(folds) if folds else None,
         "runs": len(group.runs),
         "val_dice": s["val_dice"].mean,
         "val_dice_std": s["val_dice"].std,
@@ -334,13 +392,19 @@ def group_row(group: Group) -> dict[str, Any]:
         "parameters": s["parameters"],
         "gflops_forward": s["gflops_forward"],
         "test_images_per_second": s["test_images_per_second"].mean,
+        "oof_dice": oof.mean if oof else None,
+        "oof_dice_ci_low": oof_ci[0],
+        "oof_dice_ci_high": oof_ci[1],
+        "oof_images": len(oof.dice) if oof else None,
         "test_root": (group.test_set or {}).get("root"),
         "overrides": " ".join(group.key or ()),
     }
 
 
 def _ci_method(group: Group) -> str:
-    return "seeds x images" if len(group.scored) > 1 else "images (one seed)"
+    if len(group.scored) == 1:
+        return "images (one seed)"
+    return "folds x images" if group.has_folds else "seeds x images"
 
 
 # --- Comparisons -------------------------------------------------------------------------
@@ -394,28 +458,41 @@ def _not_pairable(a: Group, b: Group) -> str | None:
 
 
 def _seeds(group: Group) -> list[str]:
-    return [str(run["seed"]) for run in group.scored]
+    """The scored runs' replicate labels, in table order: the seed, or seed/fold for folds."""
+    return [
+        str(run["seed"]) if run["fold"] is None else f"{run['seed']}/{run['fold']}"
+        for run in group.scored
+    ]
 
 
 def _shared_seeds(a: Group, b: Group) -> bool:
-    """Whether a and b ran the same seeds, each once: then seed s of a pairs with seed s of b."""
+    """Whether a and b ran the same seeds (and folds, split alike), each once: then
+    replicate s of a pairs with replicate s of b."""
     seeds_a, seeds_b = _seeds(a), _seeds(b)
+    if (a.has_folds or b.has_folds) and a.folds != b.folds:
+        return False
     return len(seeds_a) > 1 and len(set(seeds_a)) == len(seeds_a) and seeds_a == seeds_b
 
 
 def _pairing(a: Group, b: Group, paired_seeds: bool) -> str:
+    folds = a.has_folds or b.has_folds
     if paired_seeds:
-        return "by seed and image"
+        return "by fold and image" if folds else "by seed and image"
     seeds_a, seeds_b = _seeds(a), _seeds(b)
-    if len(seeds_a) == len(seeds_b) == 1 and seeds_a == seeds_b:
+    if len(seeds_a) == len(seeds_b) == 1 and seeds_a == seeds_b and a.folds == b.folds:
         return "by image"
-    return f"by image only (seeds {','.join(seeds_a)} vs {','.join(seeds_b)})"
+    if folds and seeds_a == seeds_b:
+        return "by image only (the same fold numbers, but other folds: splits/folds.csv differ)"
+    what = "seed/fold" if folds else "seeds"
+    return f"by image only ({what} {','.join(seeds_a)} vs {','.join(seeds_b)})"
 
 
 def _seeds_to_add(groups: Sequence[Group], wanted: int) -> str:
     """The `seed=...` runs that bring each group to `wanted` seeds: first the seeds the
     other group ran (so that the groups pair by seed), then numbers after the largest used.
     A count where the seeds are not numbers."""
+    if any(group.has_folds for group in groups):
+        return _seeds_per_fold(groups, wanted)
     ran = [set(_seeds(group)) for group in groups]
     try:
         used = sorted({int(seed) for seeds in ran for seed in seeds})
@@ -430,6 +507,22 @@ def _seeds_to_add(groups: Sequence[Group], wanted: int) -> str:
     return ", ".join(
         f"{text} to {group.name}" for text, group in zip(said, groups, strict=True) if text
     )
+
+
+def _seeds_per_fold(groups: Sequence[Group], wanted: int) -> str:
+    """Fold groups: the seeds to run on every fold so that seeds x folds reach `wanted`
+    (more folds would change the folds, and so the groups)."""
+    folds = max(len({run["fold"] for run in group.scored}) for group in groups)
+    per_fold = -(-wanted // max(folds, 1))
+    seeds = {str(run["seed"]) for group in groups for run in group.scored}
+    missing = per_fold - len(seeds)
+    if missing <= 0:
+        return "the same seeds on every fold"
+    try:
+        last = max(int(seed) for seed in seeds)
+    except ValueError:
+        return f"{per_fold} seeds on every fold"
+    return f"{_seed_override(range(last + 1, last + 1 + missing))} on every fold"
 
 
 def _seed_override(seeds: Sequence[int]) -> str:
@@ -517,10 +610,15 @@ def _left_out(groups: Sequence[Group]) -> list[str]:
     for group in groups:
         for run in group.runs:
             if run["status"] != "finished":
-                out.append(f"{run['run']} ({group.name}, seed {run['seed']}: {run['status']})")
+                out.append(f"{run['run']} ({group.name}, {_replicate(run)}: {run['status']})")
             elif run["scores"] is None and group.scored:
-                out.append(f"{run['run']} ({group.name}, seed {run['seed']}: no per-image scores)")
+                out.append(f"{run['run']} ({group.name}, {_replicate(run)}: no per-image scores)")
     return out
+
+
+def _replicate(run: dict[str, Any]) -> str:
+    fold = "" if run["fold"] is None else f" fold {run['fold']}"
+    return f"seed {run['seed']}{fold}"
 
 
 def method_note(comparisons: Sequence[dict[str, Any]], groups: Sequence[Group]) -> str:
@@ -544,11 +642,17 @@ def method_note(comparisons: Sequence[dict[str, Any]], groups: Sequence[Group]) 
         f"(family-wise alpha {stats.ALPHA}); "
         f'"{stats.NO_DIFFERENCE}" says which level lacks evidence.'
     )
+    if any(group.has_folds for group in groups):
+        note += (
+            " Folds count as seeds: each fold's model scores the same test images, a group's "
+            "rows are its (seed, fold) runs, and groups split into the same folds pair fold by "
+            "fold."
+        )
     unpaired = sum(row.get("pairing", "").startswith("by image only") for row in tested)
     if unpaired:
         note += (
             f" {unpaired} comparison{'s' if unpaired != 1 else ''} paired by image only: "
-            "the groups ran different seeds, drawn independently."
+            "the groups ran different seeds (or folds), drawn independently."
         )
     left_out = _left_out(groups)
     if left_out:
@@ -722,12 +826,13 @@ def group_table(groups: Sequence[Group]) -> tuple[list[str], list[list[str]]]:
         "group", "seeds", "val Dice", "test Dice (per image)", "test Dice 95% CI",
         "test Dice (dataset)", "train s", "parameters", "GFLOPs", "test img/s",
     ]  # fmt: skip
+    oof = any(group.summary["out_of_fold"] for group in groups)
+    if oof:
+        header.insert(5, "out-of-fold Dice 95% CI")
     cells = []
     for group in groups:
         s = group.summary
-        seeds = f"{len(group.finished)}" + (
-            f" of {len(group.runs)}" if len(group.runs) != len(group.finished) else ""
-        )
+        seeds = _replicates(group)
         cells.append(
             [
                 group.name, seeds, _cell(s["val_dice"]), _cell(s["test_dice"]),
@@ -738,7 +843,29 @@ def group_table(groups: Sequence[Group]) -> tuple[list[str], list[list[str]]]:
                 _formatted(s["test_images_per_second"].mean, ".1f"),
             ]
         )  # fmt: skip
+        if oof:
+            cells[-1].insert(5, _oof_cell(s["out_of_fold"]))
     return header, cells
+
+
+def _replicates(group: Group) -> str:
+    """The group's finished runs in words: "3", "5 folds", "10 (2 seeds x 5 folds)", with
+    " of N" where some did not finish."""
+    finished = group.finished
+    total = f" of {len(group.runs)}" if len(group.runs) != len(finished) else ""
+    if not group.has_folds:
+        return f"{len(finished)}{total}"
+    seeds = len({str(run["seed"]) for run in finished})
+    folds = len({run["fold"] for run in finished})
+    if seeds <= 1:
+        return f"{len(finished)}{total} folds"
+    return f"{len(finished)}{total} ({seeds} seeds x {folds} folds)"
+
+
+def _oof_cell(oof: studies.OutOfFold | None) -> str:
+    if oof is None:
+        return ""
+    return f"{oof.mean:.4f} {_ci(oof.ci)} (out-of-fold, over {len(oof.dice)} images)"
 
 
 def comparison_table(comparisons: Sequence[dict[str, Any]]) -> tuple[list[str], list[list[str]]]:
@@ -758,7 +885,7 @@ def comparison_table(comparisons: Sequence[dict[str, Any]]) -> tuple[list[str], 
     return header, cells
 
 
-RUN_TABLE = ("run", "group", "seed", "status", "val_dice", "test_dice", "best_epoch",
+RUN_TABLE = ("run", "group", "seed", "fold", "status", "val_dice", "test_dice", "best_epoch",
              "lowest_val_loss_epoch", "train_seconds")  # fmt: skip
 
 
@@ -784,15 +911,36 @@ def _best(groups: Sequence[Group]) -> int | None:
     return 0 if groups and groups[0].summary["val_dice"].mean is not None else None
 
 
+def find_studies(groups: Sequence[Group], baseline: Group | None) -> studies.Studies:
+    """The out-of-fold comparisons over the report's pairs, and the learning curves."""
+    pairs = [(a.name, a.out_of_fold, b.name, b.out_of_fold) for a, b in _pairs(groups, baseline)]
+    known = [group for group in groups if group.key is not None]
+    curves = studies.learning_curves([(g.name, g.key or (), g.finished) for g in known])
+    return studies.Studies(studies.compare_out_of_fold(pairs), curves)
+
+
+def _markdown_sections(found: studies.Studies) -> list[str]:
+    return studies.sections(
+        found,
+        lambda header, cells: [*_markdown(header, cells), ""],
+        lambda text: f"{text}\n",
+        lambda text: f"## {text}\n",
+    )
+
+
 def write_markdown(
-    root: Path, groups: Sequence[Group], comparisons: Sequence[dict[str, Any]], path: Path
+    root: Path,
+    groups: Sequence[Group],
+    comparisons: Sequence[dict[str, Any]],
+    path: Path,
+    found: studies.Studies | None = None,
 ) -> None:
     runs = sum(len(g.runs) for g in groups)
     lines = [
         f"# segpets report: {root}",
         "",
-        f"{runs} runs in {len(groups)} groups (runs that differ only in their seed), sorted "
-        "by mean val Dice; ** marks the best. Mean ± std over the finished seeds.",
+        f"{runs} runs in {len(groups)} groups (runs that differ only in their seed or fold), "
+        "sorted by mean val Dice; ** marks the best. Mean ± std over the finished seeds (or folds).",
         "",
         *_markdown(*group_table(groups), best=_best(groups)),
         "",
@@ -803,6 +951,7 @@ def write_markdown(
     ]
     if comparisons:
         lines += [*_markdown(*comparison_table(comparisons)), ""]
+    lines += _markdown_sections(found or studies.Studies([], []))
     lines += ["## Runs", "", *_markdown(*run_table(groups)), ""]
     path.write_text("\n".join(lines))
 
@@ -852,7 +1001,7 @@ img{max-width:100%}"""
 
 
 def write_html(root: Path, groups: Sequence[Group], comparisons: Sequence[dict[str, Any]],
-               figures: dict[str, Path], path: Path) -> None:  # fmt: skip
+               figures: dict[str, Path], path: Path, found: studies.Studies | None = None) -> None:  # fmt: skip
     """One self-contained page: tables, verdicts, figures and worst images inline."""
     parts = [
         "<!DOCTYPE html>",
@@ -861,14 +1010,23 @@ def write_html(root: Path, groups: Sequence[Group], comparisons: Sequence[dict[s
         f"<style>{STYLE}</style></head><body>",
         f"<h1>segpets report: {html.escape(str(root))}</h1>",
         "<h2>Groups</h2>",
-        "<p>Runs that differ only in their seed form a group; mean ± std over its finished "
-        "seeds, sorted by mean val Dice (the best in bold).</p>",
+        "<p>Runs that differ only in their seed or fold form a group; mean ± std over its "
+        "finished seeds (or folds), sorted by mean val Dice (the best in bold).</p>",
         _html_table(*group_table(groups), best=_best(groups)),
         "<h2>Comparisons</h2>",
         f"<p>{html.escape(method_note(comparisons, groups))}</p>",
     ]
     if comparisons:
         parts.append(_html_table(*comparison_table(comparisons)))
+    found = found or studies.Studies([], [])
+    parts += studies.sections(
+        found,
+        lambda header, cells: [_html_table(header, cells)],
+        lambda text: f"<p>{html.escape(text)}</p>",
+        lambda text: f"<h2>{html.escape(text)}</h2>",
+    )
+    if found.curves:
+        parts.append(_image(figures["learning_curve"], "learning curves"))
     parts += [
         "<h2>Curves</h2>",
         _image(figures["curves"], "curves"),
@@ -891,7 +1049,8 @@ def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any]
 
 def write_report(root: str | Path, baseline: str | None = None) -> dict[str, Path]:
     """Write the report's files into root (see the module's docstring); return their paths
-    by kind: md, html, csv, groups, comparisons, curves, pareto.
+    by kind: md, html, csv, groups, comparisons, curves, pareto, and where there are fold
+    runs oof_comparisons, where there are learning curves learning_curve(_csv).
 
     Raises SegpetsError for a folder without runs or a baseline that names no group.
     """
@@ -902,6 +1061,7 @@ def write_report(root: str | Path, baseline: str | None = None) -> dict[str, Pat
     groups = group_runs([read_run(run, root) for run in runs])
     chosen = find_baseline(groups, baseline) if baseline is not None else None
     comparisons = compare(groups, chosen)
+    found = find_studies(groups, chosen)
 
     names = ("md", "html", "csv", "groups", "comparisons", "curves", "pareto")
     files = ("report.md", "report.html", "report.csv", "groups.csv", "comparisons.csv",
@@ -910,10 +1070,19 @@ def write_report(root: str | Path, baseline: str | None = None) -> dict[str, Pat
     _write_csv(paths["csv"], COLUMNS, (run for group in groups for run in group.runs))
     _write_csv(paths["groups"], GROUP_COLUMNS, (group_row(group) for group in groups))
     _write_csv(paths["comparisons"], COMPARISON_COLUMNS, comparisons)
+    if found.out_of_fold:
+        paths["oof_comparisons"] = root / "oof_comparisons.csv"
+        _write_csv(paths["oof_comparisons"], studies.OOF_COLUMNS, found.out_of_fold)
+    if found.curves:
+        paths["learning_curve"] = root / "learning_curve.png"
+        paths["learning_curve_csv"] = root / "learning_curve.csv"
+        _write_csv(paths["learning_curve_csv"], studies.CURVE_COLUMNS,
+                   studies.curve_rows(found.curves))  # fmt: skip
+        studies.plot_learning_curves(found.curves, paths["learning_curve"], _pyplot())
     plot_curves(groups, paths["curves"])
     plot_pareto(groups, paths["pareto"])
-    write_markdown(root, groups, comparisons, paths["md"])
-    write_html(root, groups, comparisons, paths, paths["html"])
+    write_markdown(root, groups, comparisons, paths["md"], found)
+    write_html(root, groups, comparisons, paths, paths["html"], found)
     return paths
 
 

@@ -22,9 +22,11 @@ from segpets.report import (
     read_run,
     write_report,
 )
-from segpets.scores import TEST_SCORES, write_scores
+from segpets.scores import TEST_SCORES, VAL_SCORES, write_scores
+from segpets.studies import fit_power_law
 
 IMAGES = [f"image_{i:03d}" for i in range(60)]
+TRAINVAL = [f"pet_{i:03d}" for i in range(30)]
 ROOT = "/data/pets"
 
 
@@ -37,12 +39,31 @@ def write_run(
     seed: int = 0,
     scores: bool = True,
     epochs: int = 3,
+    fold: int | None = None,
+    folds: dict[str, int] | None = None,
+    val_dice: dict[str, float] | None = None,
+    train_images: int | None = None,
 ) -> Path:
     """A finished run as train.py leaves it: overrides, metrics.json, per-image test
-    scores drawn around `dice` (rng seeded by `seed`) and a CSV log of `epochs` epochs."""
+    scores drawn around `dice` (rng seeded by `seed` and `fold`) and a CSV log of `epochs`
+    epochs. A fold run (`fold`, `folds`: {stem: fold}) also writes splits/folds.csv and
+    val_per_image.csv: `val_dice` of the stems in its fold, with a fold column."""
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(seed if fold is None else seed * 100 + fold + 1)
+    if fold is not None:
+        (folder / "splits").mkdir()
+        rows = "".join(f"{stem},{k}\n" for stem, k in sorted(folds.items()))
+        (folder / "splits" / "folds.csv").write_text(f"stem,fold\n{rows}")
+        write_scores(
+            folder / VAL_SCORES,
+            [
+                {"name": n, "dice": val_dice[n], "iou": 0.5, "true_fraction": 0.3,
+                 "pred_fraction": 0.3, "fold": fold}
+                for n, k in folds.items()
+                if k == fold
+            ],
+        )  # fmt: skip
     per_image = np.clip(rng.normal(dice, noise, len(IMAGES)), 0, 1)
     if scores:
         write_scores(
@@ -71,6 +92,8 @@ def write_run(
         "val": {"val/dice": float(per_image.mean()) - 0.01},
         "test": {"test/dice": float(per_image.mean()), "test/dice_dataset": dice, "test/iou": 0.6},
     }
+    if train_images is not None:
+        metrics["train_images"] = train_images
     if scores:
         metrics["test_images_per_second"] = 100.0
         metrics["test_data"] = {
@@ -99,6 +122,25 @@ def write_seeds(folder: Path, overrides: list[str], seeds=(1, 2, 3), **kwargs) -
     start = len(list(folder.glob("*/metrics.json"))) if folder.is_dir() else 0
     for index, seed in enumerate(seeds):
         write_run(folder / str(start + index), [*overrides, f"seed={seed}"], seed=seed, **kwargs)
+
+
+def write_folds(folder: Path, overrides: list[str], folds=3, seeds=(1,), fold_seed=0,
+                val_shift=0.0, **kwargs) -> dict[tuple[int, int], dict[str, float]]:  # fmt: skip
+    """The runs of `data.folds=K data.fold=k` for every fold and seed, each scoring its
+    val fold around 0.7 + `val_shift` (per image and seed its own draw); TRAINVAL's stems in
+    folds by a permutation drawn with `fold_seed`. Returns each (seed, fold) run's val Dice."""
+    order = np.random.default_rng(fold_seed).permutation(len(TRAINVAL))
+    assignment = {TRAINVAL[i]: int(rank % folds) for rank, i in enumerate(order)}
+    start = len(list(folder.glob("*/metrics.json"))) if folder.is_dir() else 0
+    written = {}
+    for index, (seed, fold) in enumerate(itertools.product(seeds, range(folds))):
+        rng = np.random.default_rng(1000 * seed + fold)
+        val = {n: float(0.7 + val_shift + rng.normal(0, 0.05)) for n in TRAINVAL}
+        write_run(folder / str(start + index), [*overrides, f"data.folds={folds}",
+                  f"data.fold={fold}", f"seed={seed}"], seed=seed, fold=fold,
+                  folds=assignment, val_dice=val, **kwargs)  # fmt: skip
+        written[(seed, fold)] = {n: d for n, d in val.items() if assignment[n] == fold}
+    return written
 
 
 def groups_of(folder: Path):
@@ -543,3 +585,154 @@ def test_seed_verdict_script_prints_the_reports_seed_level_test(capsys):
     with pytest.raises(SystemExit):
         script.main(["--a", "0.8", "0.7", "--b", "0.8", "--paired"])
     assert "--paired needs as many a as b values, got 2 and 1" in capsys.readouterr().err
+
+
+# --- Folds and learning curves ----------------------------------------------------------
+
+
+def read_csv_rows(path: Path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_folds_group_like_seeds_and_pool_out_of_fold_scores_by_hand(tmp_path):
+    """3 folds x 2 seeds: one group named without data.fold; out-of-fold Dice per image is
+    the mean over seeds of the fold that held it out, over all 30 train+val images."""
+    val = write_folds(tmp_path, ["model=unet"], seeds=(1, 2))
+    [group] = groups_of(tmp_path)
+    assert group.name == "model=unet" and group.key == ("data.folds=3", "model=unet")
+    assert len(group.finished) == 6 and {run["fold"] for run in group.runs} == {0, 1, 2}
+    by_hand = {n: (sum(v.get(n, 0) for (s, _), v in val.items() if s == 1)
+                   + sum(v.get(n, 0) for (s, _), v in val.items() if s == 2)) / 2
+               for n in TRAINVAL}  # fmt: skip
+    assert group.out_of_fold.dice == pytest.approx(by_hand)
+    # The group's test interval resamples its 6 (seed, fold) runs, as it does seeds.
+    assert len(group.table(IMAGES)) == 6
+    paths = write_report(tmp_path)
+    [row] = read_csv_rows(paths["groups"])
+    assert float(row["oof_dice"]) == pytest.approx(np.mean(list(by_hand.values())))
+    assert float(row["oof_dice_ci_low"]) < float(row["oof_dice"]) < float(row["oof_dice_ci_high"])
+    assert (row["seeds"], row["folds"], row["oof_images"]) == ("6", "3", "30")
+    markdown = paths["md"].read_text()
+    assert "| 6 (2 seeds x 3 folds) |" in markdown and "(out-of-fold, over 30 images)" in markdown
+    assert {r["fold"] for r in read_csv_rows(paths["csv"])} == {"0", "1", "2"}
+
+
+def test_one_seed_of_three_folds_by_hand(tmp_path):
+    """With one seed, the out-of-fold mean is the mean of the pooled val rows."""
+    write_folds(tmp_path, ["model=unet"])
+    pooled = [float(r["dice"]) for run in sorted(tmp_path.glob("*/"))
+              for r in read_csv_rows(run / VAL_SCORES)]  # fmt: skip
+    assert len(pooled) == len(TRAINVAL)
+    paths = write_report(tmp_path)
+    [row] = read_csv_rows(paths["groups"])
+    assert float(row["oof_dice"]) == pytest.approx(sum(pooled) / len(pooled))
+    assert "| **model=unet** | 3 folds |" in paths["md"].read_text()
+    assert "oof_comparisons" not in paths  # one group: nothing to compare
+
+
+def test_groups_with_the_same_folds_pair_fold_by_fold(tmp_path):
+    val_a = write_folds(tmp_path, ["model=unet"], dice=0.85, val_shift=0.1)
+    val_b = write_folds(tmp_path, ["model=fpn"], dice=0.75)
+    groups = groups_of(tmp_path)
+    [row] = compare(groups)
+    assert row["pairing"] == "by fold and image" and (row["seeds_a"], row["seeds_b"]) == (3, 3)
+    assert row["level"] == stats.CONFIGURATION and row["seed_test"] == stats.SEED_TEST_PAIRED
+    paths = write_report(tmp_path)
+    [oof] = read_csv_rows(paths["oof_comparisons"])
+    a = {n: d for v in val_a.values() for n, d in v.items()}
+    b = {n: d for v in val_b.values() for n, d in v.items()}
+    assert (oof["a"], oof["b"], oof["images"]) == ("model=unet", "model=fpn", "30")
+    assert float(oof["mean_difference"]) == pytest.approx(np.mean([a[n] - b[n] for n in a]))
+    assert float(oof["p_holm"]) == pytest.approx(float(oof["p_value"]))  # one comparison
+    assert oof["verdict"].startswith("model=unet better than model=fpn out of fold")
+    markdown = paths["md"].read_text()
+    assert "## Out-of-fold comparisons" in markdown and "Folds count as seeds" in markdown
+
+
+def test_groups_with_other_folds_are_not_paired_out_of_fold_and_say_why(tmp_path):
+    write_folds(tmp_path, [], folds=3, dice=0.9)
+    write_folds(tmp_path, [], folds=5, dice=0.7)
+    [row] = compare(groups_of(tmp_path))
+    assert (row["a"], row["b"]) == ("data.folds=3", "data.folds=5")  # by val Dice
+    assert row["pairing"] == "by image only (seed/fold 1/0,1/1,1/2 vs 1/0,1/1,1/2,1/3,1/4)"
+    paths = write_report(tmp_path)
+    [oof] = read_csv_rows(paths["oof_comparisons"])
+    assert oof["mean_difference"] == "" and oof["verdict"] == (
+        "not paired: different folds: data.folds=3 split 3 folds over 30 images, data.folds=5 "
+        "5 folds over 30 images, and their splits/folds.csv differ (data.folds, "
+        "data.fold_seed or the train+val pool)"
+    )
+    # The same number of folds, drawn with another fold seed: not paired fold by fold either.
+    other = tmp_path / "other"
+    write_folds(other, ["data.fold_seed=0"])
+    write_folds(other, ["data.fold_seed=1"], fold_seed=1)
+    [row] = compare(groups_of(other))
+    assert row["pairing"].startswith("by image only (the same fold numbers, but other folds")
+    assert "not paired: different folds" in write_report(other)["md"].read_text()
+
+
+def test_power_law_fit_recovers_exact_points():
+    n = [20, 40, 80]
+    a, b = fit_power_law(n, [0.5 * x**-0.3 for x in n])
+    assert (a, b) == (pytest.approx(0.5), pytest.approx(0.3))
+
+
+def test_fractions_form_a_learning_curve_with_a_power_law_estimate(tmp_path):
+    """err = 0.5 n^-0.3 at n = 20, 40, 80 (three seeds each, no noise): the curve's fit
+    recovers a and b, and its estimate at 2x data is 1 - 0.5 * 160^-0.3."""
+    for fraction, n in ((0.25, 20), (0.5, 40), (1.0, 80)):
+        overrides = [f"data.train_fraction={fraction}"] if fraction != 1 else []
+        write_seeds(tmp_path, overrides, dice=1 - 0.5 * n**-0.3, noise=0.0,
+                    train_images=None if n == 20 else n)  # fmt: skip
+    for run in [
+        p for p in tmp_path.glob("*/") if "0.25" in (p / ".hydra/overrides.yaml").read_text()
+    ]:
+        (run / "splits").mkdir()  # n from splits/train.txt where metrics.json has none
+        (run / "splits" / "train.txt").write_text("".join(f"pet_{i}\n" for i in range(20)))
+    paths = write_report(tmp_path)
+    rows = read_csv_rows(paths["learning_curve_csv"])
+    assert [(r["curve"], float(r["n"]), float(r["fraction"]), r["runs"]) for r in rows] == [
+        ("all runs", 20.0, 0.25, "3"), ("all runs", 40.0, 0.5, "3"), ("all runs", 80.0, 1.0, "3")
+    ]  # fmt: skip
+    for row, n in zip(rows, (20, 40, 80), strict=True):
+        assert float(row["mean"]) == pytest.approx(1 - 0.5 * n**-0.3)
+        assert float(row["fit_a"]) == pytest.approx(0.5) and float(row["fit_b"]) == pytest.approx(
+            0.3
+        )
+    estimate = 1 - 0.5 * 160**-0.3
+    assert float(rows[0]["estimate_2x"]) == pytest.approx(estimate)
+    markdown = paths["md"].read_text()
+    assert "## Learning curves" in markdown
+    assert f"about {estimate:.2f} at 2x data, n = 160 (power-law estimate)" in markdown
+    assert paths["learning_curve"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "learning curves" in paths["html"].read_text()
+
+
+def test_two_sizes_get_no_fit_and_no_fractions_no_learning_curve(tmp_path):
+    for fraction, n in ((0.5, 40), (1.0, 80)):
+        write_seeds(tmp_path, ["model=unet", f"data.train_fraction={fraction}"],
+                    dice=0.8, train_images=n)  # fmt: skip
+    paths = write_report(tmp_path)
+    assert [r["fit_a"] for r in read_csv_rows(paths["learning_curve_csv"])] == ["", ""]
+    assert "2 training-set sizes; a power law needs at least 3" in paths["md"].read_text()
+    plain = tmp_path / "plain"
+    write_seeds(plain, ["model=unet"])
+    write_seeds(plain, ["model=fpn"])
+    paths = write_report(plain)
+    assert "learning_curve" not in paths and not (plain / "learning_curve.png").exists()
+    assert not (plain / "learning_curve.csv").exists()
+    assert "oof_comparisons" not in paths and not (plain / "oof_comparisons.csv").exists()
+    for text in (paths["md"].read_text(), paths["html"].read_text()):
+        assert "earning curve" not in text and "ut-of-fold" not in text
+
+
+def test_two_folds_speak_for_the_trained_models_and_suggest_seeds_on_every_fold(tmp_path):
+    write_folds(tmp_path, ["model=unet"], folds=2, dice=0.85)
+    write_folds(tmp_path, ["model=fpn"], folds=2, dice=0.75)
+    [row] = compare(groups_of(tmp_path))
+    assert row["level"] == stats.TRAINED_MODELS and row["pairing"] == "by fold and image"
+    assert row["verdict"] == (
+        "model=unet better than model=fpn for these trained models only (seeds model=unet: 2, "
+        "model=fpn: 2; add seed=2 on every fold for a verdict on the configuration)"
+    )  # 3 runs a group: 2 seeds x 2 folds
