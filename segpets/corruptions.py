@@ -5,7 +5,8 @@ parameters take one fixed value per severity (1..5 in configs/corruptions/standa
 severity 0 is the photo unchanged). The corruption touches the image alone, on the photo
 as the split's dataset decodes it (full size, or the cache's squares with `data.cache`),
 before the eval transform resizes and normalises it: `CorruptedDataset` wraps the split
-and puts the corruption in front of that transform.
+and puts the corruption in front of that transform. One loader serves every corruption
+and severity in turn, at eval's batch size and worker settings.
 
 Albumentations draws from its own generators, deaf to global seeds, so every image is
 corrupted from a seed of its own, derived from the suite's `seed` (eval's `seed`), the
@@ -117,8 +118,10 @@ class Corruption:
         try:
             built = self.build(**params, p=1.0)
         except (TypeError, ValueError) as error:
-            name = getattr(self.build, "func", self.build)
-            raise ConfigError(f"corruption {name!r} at severity {severity}: {error}") from None
+            build = getattr(self.build, "func", self.build)
+            name = getattr(build, "__name__", build)
+            why = " ".join(str(error).split())  # pydantic's message spans lines
+            raise ConfigError(f"corruption {name} at severity {severity}: {why}") from None
         if not isinstance(built, A.BasicTransform):
             raise ConfigError(f"a corruption must be an Albumentations transform, got {built!r}")
         return built
