@@ -290,7 +290,7 @@ def curve_lines(curves: Sequence[Curve]) -> list[str]:
             )
             continue
         lines.append(
-            f"{curve.name}: err = {fit[0]:.3g} * n^-{fit[1]:.3g} (err = 1 - mean test Dice); "
+            f"{curve.name}: err = {fit[0]:.3g} * n^{-fit[1] + 0:.3g} (err = 1 - mean test Dice); "
             f"about {curve.estimate:.2f} at 2x data, n = {2 * curve.largest:.0f} "
             "(power-law estimate)."
         )
@@ -322,6 +322,11 @@ def plot_learning_curves(curves: Sequence[Curve], path: Path, plt: Any) -> None:
             ax.plot(x, 1 - fit[0] * x ** -fit[1], ls="--", color=color, lw=1)
             ax.plot([2 * curve.largest], [curve.estimate], marker="x", color=color)
     ax.set_xscale("log")
+    ticks = sorted(
+        {p.n for c in curves for p in c.points} | {2 * c.largest for c in curves if c.fit}
+    )
+    ax.set_xticks(ticks, [f"{n:.0f}" for n in ticks])
+    ax.minorticks_off()
     ax.set_xlabel("training images")
     ax.set_ylabel("test Dice (mean per image)")
     ax.set_title("learning curves (band: min-max over seeds/folds; dashed: power law, x: 2x estimate)",
