@@ -23,6 +23,15 @@ from segpets.data.transforms import build_transform
 from segpets.errors import DataError
 
 
+def file_stat(path: Path) -> list[int] | None:
+    """[size, mtime in ns] of a file, as manifests record it; None where it is missing."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return None
+    return [stat.st_size, stat.st_mtime_ns]
+
+
 class Source:
     """Where a dataset's files are and how they read; subclasses fill in each method.
 

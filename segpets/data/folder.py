@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from segpets.data.dataset import SegmentationDataset, Source
+from segpets.data.dataset import SegmentationDataset, Source, file_stat
 from segpets.data.masks import (
     THRESHOLDED,
     MaskValueError,
@@ -272,7 +272,7 @@ class FolderSource(Source):
         files = [path for name in sorted(scan.pairs) for path in scan.pairs[name]]
         files += sorted((self.root / SPLIT_FILES).glob("*.txt"))
         return {
-            "sources": {str(path.relative_to(self.root)): _stat(path) for path in files},
+            "sources": {str(path.relative_to(self.root)): file_stat(path) for path in files},
             "decoding": {
                 "foreground_values": self.foreground_values,
                 "ignore_value": self.ignore_value,
@@ -633,14 +633,6 @@ def _add_unique(found: dict[str, Path], stem: str, path: Path, what: str) -> Non
             "(images and masks pair by file stem)"
         )
     found[stem] = path
-
-
-def _stat(path: Path) -> list[int] | None:
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return [stat.st_size, stat.st_mtime_ns]
 
 
 class FolderDataset(SegmentationDataset):

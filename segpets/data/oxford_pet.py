@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from segpets.constants import IGNORE_INDEX
-from segpets.data.dataset import SegmentationDataset, Source, scan_names
+from segpets.data.dataset import SegmentationDataset, Source, file_stat, scan_names
 from segpets.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
@@ -205,14 +205,6 @@ def scan(root: str | Path, names: list[str]) -> tuple[list[str], list[tuple[str,
     return scan_names(OxfordPetSource(root), names)
 
 
-def _stat(path: Path) -> list[int] | None:
-    try:
-        stat = path.stat()
-    except OSError:
-        return None
-    return [stat.st_size, stat.st_mtime_ns]
-
-
 class OxfordPetSource(Source):
     """The official layout (module docstring) as a `Source`: raw masks are the trimaps, and
     `boundary` is applied by `to_mask`, so the decoded-image cache serves every boundary."""
@@ -281,7 +273,7 @@ class OxfordPetSource(Source):
         paths = [*LIST_FILES]
         for name in self.cached_names():
             paths += [f"images/{name}.jpg", f"annotations/trimaps/{name}.png"]
-        return {"sources": {path: _stat(self.root / path) for path in paths}}
+        return {"sources": {path: file_stat(self.root / path) for path in paths}}
 
 
 class OxfordPetDataset(SegmentationDataset):
