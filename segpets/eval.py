@@ -6,10 +6,11 @@ Writes into its run dir:
   `interior_dice` (Dice in the band around the trimap's border and outside it, see
   segpets.analysis); `ece` (pixel calibration error); `best_threshold` and
   `best_threshold_dice` (the grid threshold with the highest mean per-image Dice on this
-  split, `dice_by_threshold` the whole curve); `by_species` and `by_breed`; `by_group`
-  with a data=folder run's `data.groups_csv`.
-- `per_image.csv`: one row per image, worst Dice first, with species, breed,
-  boundary_dice and interior_dice besides the scores training writes.
+  split, `dice_by_threshold` the whole curve); `by_species` and `by_breed` where the
+  official list files name them (Oxford's layout); `by_group` with a data=folder run's
+  `data.groups_csv`.
+- `per_image.csv`: one row per image, worst Dice first, with boundary_dice and
+  interior_dice besides the scores training writes (and species, breed, group as above).
 - `worst.png`: the `worst` lowest-Dice images with their errors coloured (none for 0).
 - with `corruptions=standard`: robustness.csv, robustness_per_image.csv and
   robustness.png, the split scored again under corrupted photos, and the mean corruption
@@ -98,6 +99,8 @@ class SplitScores:
         self.threshold = threshold
         self.root = root
         self.species = read_species(root)
+        # Species and breed where the official list files name them (Oxford's layout).
+        self.pets = bool(self.species)
         self.groups = groups  # data.groups_csv's {stem: group}; None: no scores by group
         self.metric = BinarySegmentationMetrics(threshold=threshold, from_logits=False).to(device)
         self.calibration = CalibrationHistogram()
@@ -115,8 +118,10 @@ class SplitScores:
         }
         for index, name in enumerate(names):
             row = {key: float(value[index]) for key, value in scores.items()}
-            species = self.species.get(name, UNKNOWN)
-            self.rows.append({"name": name, **row, "species": species, "breed": breed_of(name)})
+            self.rows.append({"name": name, **row})
+            if self.pets:
+                self.rows[-1]["species"] = self.species.get(name, UNKNOWN)
+                self.rows[-1]["breed"] = breed_of(name)
             if self.groups is not None:
                 self.rows[-1]["group"] = self.groups.get(name, UNKNOWN)
 
@@ -132,8 +137,14 @@ class SplitScores:
             "best_threshold": best,
             "best_threshold_dice": best_dice,
             "dice_by_threshold": {f"{t:.2f}": dice for t, dice in self.sweep.dice().items()},
-            "by_species": scores_by_group(self.rows, "species"),
-            "by_breed": scores_by_group(self.rows, "breed"),
+            **(
+                {
+                    "by_species": scores_by_group(self.rows, "species"),
+                    "by_breed": scores_by_group(self.rows, "breed"),
+                }
+                if self.pets
+                else {}
+            ),
             **(
                 {"by_group": scores_by_group(self.rows, "group")} if self.groups is not None else {}
             ),
@@ -177,8 +188,14 @@ def _summary(cfg: DictConfig, report: dict[str, Any], threshold: float) -> str:
             advice,
             f"prediction: tta={report['tta']}, postprocess={report['postprocess'] or 'none'} "
             "(the run's unless named on the command line)",
-            _groups_table("by species", report["by_species"], limit=5),
-            _groups_table("by breed", report["by_breed"], limit=10),
+            *(
+                [
+                    _groups_table("by species", report["by_species"], limit=5),
+                    _groups_table("by breed", report["by_breed"], limit=10),
+                ]
+                if "by_species" in report
+                else []
+            ),
             *(
                 [_groups_table("by group", report["by_group"], limit=10)]
                 if "by_group" in report

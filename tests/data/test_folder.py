@@ -553,6 +553,7 @@ def test_a_folder_run_evaluates_predicts_and_exports_with_its_split_and_statisti
     report = evaluate(compose_train(tmp_path / "eval", overrides, "eval"), overrides)
     assert report["images"] == len(test_names)  # the stored split, not a new one
     assert set(report["by_group"]) <= {"a", "b"}
+    assert "by_species" not in report and "by_breed" not in report  # no official lists here
 
     folder_out = tmp_path / "model"
     export(
