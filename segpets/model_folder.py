@@ -147,6 +147,7 @@ def provenance_of(checkpoint: str | Path | None) -> dict[str, Any]:
     overrides = None
     if recorded is not None:
         provenance["choices"] = dict(recorded.get("choices") or {})
+        provenance["data_summary"] = recorded.get("data_summary")
         best = recorded.get("best_checkpoint")
         if best and Path(best).name == checkpoint.name:
             for stage in ("val", "test"):
@@ -204,6 +205,22 @@ def _folder_split(data: DictConfig) -> str | None:
     )
 
 
+def _summary_row(summary: Mapping[str, Any] | None) -> list[tuple[str, str]]:
+    """The card's "dataset summary" row from metrics.json's data_summary (data=folder)."""
+    if not summary:
+        return []
+    pairs = summary.get("pairs") or {}
+    masks = ", ".join(f"{kind} ({count})" for kind, count in (summary.get("masks") or {}).items())
+    median = summary.get("foreground_median")
+    foreground = f"{median:.1%}" if isinstance(median, int | float) else "?"
+    text = (
+        f"{summary.get('layout', '?')}; {sum(pairs.values())} pairs; masks {masks or '?'}; "
+        f"median foreground {foreground}, {summary.get('empty_masks', '?')} empty masks "
+        "(`python -m segpets.inspect` gives the whole fingerprint)"
+    )
+    return [("dataset summary", text)]
+
+
 def _statistics_of(data: DictConfig) -> str:
     stored = OmegaConf.select(data, "normalize", default=None) == "stored"
     return " (the training split's own, data.normalize=dataset)" if stored else ""
@@ -239,6 +256,7 @@ def model_card(
         ("parameters", f"{parameters:,}"),
         ("training data", _training_data(data, data_name)),
         ("split", _folder_split(data) or split),
+        *_summary_row(provenance.get("data_summary")),
         (
             "image size",
             f"{size} x {size} (photos are resized to it; masks come back at their own size)",

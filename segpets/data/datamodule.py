@@ -521,6 +521,10 @@ class FolderDataModule(SegmentationDataModule):
         """What metrics.json's `test_data` says: dataset, root, split and the test split's hash."""
         return self.folder.test_data()
 
+    def data_summary(self) -> dict[str, Any]:
+        """metrics.json's `data_summary`, which the model card states (FolderScan.fingerprint)."""
+        return self.folder.scan().fingerprint()
+
     def state_dict(self) -> dict[str, Any]:
         """Stored in every checkpoint (under this class's name): the split and the statistics."""
         return {"split": self.split_record(), "mean": list(self.mean), "std": list(self.std)}

@@ -170,6 +170,19 @@ class FolderScan:
     encodings: Counter = field(default_factory=Counter)
     warnings: list[str] = field(default_factory=list)
 
+    def fingerprint(self) -> dict[str, Any]:
+        """A few facts of the dataset for metrics.json and the model card: layout, pairs per
+        split, mask encodings and the foreground share of the masks (median, and how many
+        are empty). `python -m segpets.inspect` gives the whole fingerprint."""
+        shares = sorted(self.foreground.values())
+        return {
+            "layout": self.layout,
+            "pairs": {split: len(self.splits.get(split, ())) for split in SPLITS},
+            "masks": dict(self.encodings.most_common()),
+            "foreground_median": round(float(np.median(shares)), 4) if shares else None,
+            "empty_masks": int(sum(share == 0 for share in shares)),
+        }
+
     def summary(self, root: Path) -> str:
         """The one line setup states: layout, pairs, splits and mask encodings."""
         sizes = " / ".join(f"{split} {len(self.splits[split])}" for split in SPLITS)

@@ -565,6 +565,12 @@ def test_a_folder_run_evaluates_predicts_and_exports_with_its_split_and_statisti
     )
     card = (folder_out / "README.md").read_text()
     assert split_hash(test_names) in card and "the training split's own" in card
+    summary = metrics["data_summary"]
+    assert summary["pairs"] == {"train": 8, "val": 2, "test": 2} and summary["empty_masks"] == 0
+    shares = [pet(sample_root, n).mean() for n in names]  # every pair's, as the scan reads them
+    assert summary["foreground_median"] == pytest.approx(np.median(shares), abs=1e-4)
+    assert summary["masks"] == {"0/255": 12}
+    assert f"12 pairs; masks 0/255 (12); median foreground {np.median(shares):.1%}" in card
     model = segpets.load(folder_out)
     mask = model.predict(load_photo(root / "images" / f"{names[0]}.jpg"))
     assert mask.shape == pet(sample_root, names[0]).shape
