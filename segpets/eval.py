@@ -2,7 +2,10 @@
 
 Writes into its run dir:
 
-- `metrics.json`: per-image mean and dataset-level scores; `boundary_dice` and
+- `metrics.json`: per-image mean and dataset-level scores; `test_data` (what was scored:
+  dataset, absolute root, split, boundary, images, as training records its test split) and
+  `train_run` (the training run dir that holds the checkpoint; the report matches eval
+  runs to training runs by it); `boundary_dice` and
   `interior_dice` (Dice in the band around the trimap's border and outside it, see
   segpets.analysis); `ece` (pixel calibration error); `best_threshold` and
   `best_threshold_dice` (the grid threshold with the highest mean per-image Dice on this
@@ -59,7 +62,7 @@ from segpets.errors import ConfigError
 from segpets.inference import check_tta, postprocess_name
 from segpets.metrics import BinarySegmentationMetrics, per_image_scores_from_probabilities
 from segpets.runtime import configure_runtime
-from segpets.scores import write_scores
+from segpets.scores import scored_data, write_scores
 from segpets.trained import load_for_inference
 
 RESOLUTIONS = ("input", "native")
@@ -149,6 +152,15 @@ class SplitScores:
                 {"by_group": scores_by_group(self.rows, "group")} if self.groups is not None else {}
             ),
         }
+
+
+def _train_run(ckpt_path: str | None) -> str | None:
+    """The training run dir that holds the checkpoint (RUN/checkpoints/x.ckpt), absolute:
+    the report matches eval runs to training runs by it. None for an ensemble."""
+    if ckpt_path is None:
+        return None
+    path = Path(ckpt_path).resolve()
+    return str(path.parent.parent if path.parent.name == "checkpoints" else path.parent)
 
 
 def _mean(values: Iterable[float]) -> float:
@@ -268,7 +280,9 @@ def evaluate(cfg: DictConfig, overrides: Sequence[str] = ()) -> dict[str, Any]:
         "boundary_band_radius": BAND_RADIUS,
         "worst_sheet": None if sheet is None else str(output_dir / WORST_SHEET),
         "checkpoint": trained.ckpt_path or trained.checkpoints,
+        "train_run": _train_run(trained.ckpt_path),
         "data_root": str(run.data.root),
+        "test_data": scored_data(run.data, cfg.split, len(scores.rows), datamodule),
     }
     output_dir.mkdir(parents=True, exist_ok=True)
     robustness, robustness_files = None, []

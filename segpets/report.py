@@ -22,12 +22,20 @@ between groups split into the same folds (segpets/studies.py). Groups that diffe
 `data.train_fraction` form a learning curve of test Dice against training images, with a
 fitted power law and its estimate at twice the data.
 
+Eval runs under DIR or under `evals=DIR2` (segpets.eval's run dirs) are matched to the
+training runs whose checkpoints they scored (segpets/robustness_report.py): with
+`corruptions=standard`, a group's mean corruption Dice and relative robustness, and
+"Robustness comparisons" on the per-image mean corruption Dice, paired and judged as test
+Dice is; an eval on another data.root is a shift, a group of its own labelled "shift:
+trained on A, tested on B" and never paired with in-distribution results.
+
 Writes into DIR: report.md, report.html (one self-contained page: tables, figures, each
 group's worst test images), report.csv (one row per run), groups.csv, comparisons.csv,
 curves.png (mean over seeds with a min-max band, per epoch and against training time)
 and pareto.png (test Dice against training time and GFLOPs); with fold runs also
-oof_comparisons.csv, with learning curves learning_curve.csv and learning_curve.png. A
-run without metrics.json is listed as unfinished, never dropped.
+oof_comparisons.csv, with learning curves learning_curve.csv and learning_curve.png, with
+robustness results robustness_comparisons.csv. A run without metrics.json is listed as
+unfinished, never dropped.
 """
 
 import argparse
@@ -44,7 +52,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from segpets import stats, studies
+from segpets import robustness_report, stats, studies
 from segpets.cli import USER_ERROR
 from segpets.errors import SegpetsError
 from segpets.runs import describe
@@ -266,6 +274,11 @@ class Group:
         return next((r["test_set"] for r in self.finished if r["test_set"]), None)
 
     @property
+    def shift(self) -> tuple[str, str] | None:
+        """(trained on, tested on) for a group of evals on another data root."""
+        return next((r["shift"] for r in self.finished if r.get("shift")), None)
+
+    @property
     def has_folds(self) -> bool:
         return any(run["fold"] is not None for run in self.runs)
 
@@ -318,7 +331,7 @@ def _name(groups: list[Group]) -> None:
     its model."""
     known = [group for group in groups if group.key is not None]
     settings = [dict(_split(o) for o in group.key or ()) for group in known]
-    keys = sorted({key for s in settings for key in s})
+    keys = sorted({key for s in settings for key in s if key != robustness_report.SHIFT})
     varying = [k for k in keys if len({s.get(k) for s in settings}) > 1] or ["model"]
     seen: dict[str, int] = {}
     for group in groups:
@@ -327,12 +340,16 @@ def _name(groups: list[Group]) -> None:
     for group, setting in zip(known, settings, strict=True):
         values = {k: setting[k] if k in setting else _default(group, k) for k in varying}
         name = " ".join(f"{k}={v}" for k, v in values.items() if v is not None) or "defaults"
+        if group.shift:
+            name += f" ({robustness_report.shift_label(group.shift)})"
         seen[name] = seen.get(name, 0) + 1
         group.name = name if seen[name] == 1 else f"{name} #{seen[name]}"
 
 
 def _default(group: Group, key: str) -> str | None:
     """The value a run of `group` had for `key` without overriding it; None if unknown."""
+    if key == "data.root" and group.shift:
+        return group.shift[0]
     if key == "data.root" and group.test_set:
         return str(group.test_set.get("root"))
     for run in group.runs:
@@ -361,6 +378,7 @@ def summarize(group: Group) -> dict[str, Any]:
         "test_dice_ci": stats.two_level_ci(group.table(list(dice))) if dice else None,
         "test_images": len(dice) if dice else None,
         "out_of_fold": group.out_of_fold,
+        "robustness": robustness_report.summarize(finished),
         "parameters": first.get("parameters"),
         "gflops_forward": first.get("gflops_forward"),
     }
@@ -398,6 +416,10 @@ def group_row(group: Group) -> dict[str, Any]:
         "oof_images": len(oof.dice) if oof else None,
         "test_root": (group.test_set or {}).get("root"),
         "overrides": " ".join(group.key or ()),
+        "shift": robustness_report.shift_label(group.shift) if group.shift else None,
+        **robustness_report.group_fields(
+            s["robustness"], sum(bool(r.get("robustness")) for r in group.finished)
+        ),
     }
 
 
@@ -448,6 +470,12 @@ def _not_pairable(a: Group, b: Group) -> str | None:
     set_a, set_b = a.test_set, b.test_set
     fields = ("dataset", "root", "split", "boundary")
     if set_a and set_b and any(set_a.get(k) != set_b.get(k) for k in fields):
+        trained = {robustness_report.trained_root(r) for g in (a, b) for r in g.finished}
+        if (a.shift or b.shift) and len(trained) == 1:
+            return (
+                f"not paired: shift: both trained on {trained.pop()}, {a.name} tested on "
+                f"{_where(set_a)}, {b.name} on {_where(set_b)}"
+            )
         return (
             f"not paired: different test sets: {a.name} was tested on {_where(set_a)}, "
             f"{b.name} on {_where(set_b)}"
@@ -602,6 +630,17 @@ def compare(groups: Sequence[Group], baseline: Group | None = None) -> list[dict
         )
         row["verdict"] = _verdict(a, b, result, p_holm)
     return rows
+
+
+def compare_robustness(groups: Sequence[Group], baseline: Group | None) -> list[dict[str, Any]]:
+    """`compare` on each image's mean corruption Dice instead of its test Dice, between the
+    groups with robustness results (the baseline's pairs only, where it has some)."""
+    found = [g for g in groups if g.summary["robustness"]]
+    views = {id(g): Group(g.key, [robustness_report.scores_view(r) for r in g.runs], g.name,
+                          g.summary) for g in found}  # fmt: skip
+    if baseline is not None and id(baseline) not in views:
+        return []
+    return compare(list(views.values()), views[id(baseline)] if baseline else None)
 
 
 def _left_out(groups: Sequence[Group]) -> list[str]:
@@ -829,6 +868,9 @@ def group_table(groups: Sequence[Group]) -> tuple[list[str], list[list[str]]]:
     oof = any(group.summary["out_of_fold"] for group in groups)
     if oof:
         header.insert(5, "out-of-fold Dice 95% CI")
+    robust = any(group.summary["robustness"] for group in groups)
+    if robust:
+        header[-4:-4] = robustness_report.GROUP_HEADER
     cells = []
     for group in groups:
         s = group.summary
@@ -845,6 +887,8 @@ def group_table(groups: Sequence[Group]) -> tuple[list[str], list[list[str]]]:
         )  # fmt: skip
         if oof:
             cells[-1].insert(5, _oof_cell(s["out_of_fold"]))
+        if robust:
+            cells[-1][-4:-4] = robustness_report.group_cells(s["robustness"])
     return header, cells
 
 
@@ -913,19 +957,26 @@ def _best(groups: Sequence[Group]) -> int | None:
 
 def find_studies(groups: Sequence[Group], baseline: Group | None) -> studies.Studies:
     """The out-of-fold comparisons over the report's pairs, and the learning curves."""
-    pairs = [(a.name, a.out_of_fold, b.name, b.out_of_fold) for a, b in _pairs(groups, baseline)]
+    pairs = [
+        (a.name, a.out_of_fold, b.name, b.out_of_fold)
+        for a, b in _pairs(groups, baseline)
+        if not (a.shift or b.shift)  # a shift's runs are its training runs' models
+    ]
     known = [group for group in groups if group.key is not None]
     curves = studies.learning_curves([(g.name, g.key or (), g.finished) for g in known])
     return studies.Studies(studies.compare_out_of_fold(pairs), curves)
 
 
-def _markdown_sections(found: studies.Studies) -> list[str]:
-    return studies.sections(
-        found,
-        lambda header, cells: [*_markdown(header, cells), ""],
-        lambda text: f"{text}\n",
-        lambda text: f"## {text}\n",
-    )
+def _markdown_sections(
+    found: studies.Studies, robust: robustness_report.Found | None = None
+) -> list[str]:
+    table = lambda header, cells: [*_markdown(header, cells), ""]  # noqa: E731
+    paragraph = lambda text: f"{text}\n"  # noqa: E731
+    heading = lambda text: f"## {text}\n"  # noqa: E731
+    return [
+        *robustness_report.sections(robust, table, paragraph, heading, comparison_table),
+        *studies.sections(found, table, paragraph, heading),
+    ]
 
 
 def write_markdown(
@@ -934,6 +985,7 @@ def write_markdown(
     comparisons: Sequence[dict[str, Any]],
     path: Path,
     found: studies.Studies | None = None,
+    robust: robustness_report.Found | None = None,
 ) -> None:
     runs = sum(len(g.runs) for g in groups)
     lines = [
@@ -951,7 +1003,7 @@ def write_markdown(
     ]
     if comparisons:
         lines += [*_markdown(*comparison_table(comparisons)), ""]
-    lines += _markdown_sections(found or studies.Studies([], []))
+    lines += _markdown_sections(found or studies.Studies([], []), robust)
     lines += ["## Runs", "", *_markdown(*run_table(groups)), ""]
     path.write_text("\n".join(lines))
 
@@ -1001,7 +1053,8 @@ img{max-width:100%}"""
 
 
 def write_html(root: Path, groups: Sequence[Group], comparisons: Sequence[dict[str, Any]],
-               figures: dict[str, Path], path: Path, found: studies.Studies | None = None) -> None:  # fmt: skip
+               figures: dict[str, Path], path: Path, found: studies.Studies | None = None,
+               robust: robustness_report.Found | None = None) -> None:  # fmt: skip
     """One self-contained page: tables, verdicts, figures and worst images inline."""
     parts = [
         "<!DOCTYPE html>",
@@ -1019,12 +1072,11 @@ def write_html(root: Path, groups: Sequence[Group], comparisons: Sequence[dict[s
     if comparisons:
         parts.append(_html_table(*comparison_table(comparisons)))
     found = found or studies.Studies([], [])
-    parts += studies.sections(
-        found,
-        lambda header, cells: [_html_table(header, cells)],
-        lambda text: f"<p>{html.escape(text)}</p>",
-        lambda text: f"<h2>{html.escape(text)}</h2>",
-    )
+    table = lambda header, cells: [_html_table(header, cells)]  # noqa: E731
+    paragraph = lambda text: f"<p>{html.escape(text)}</p>"  # noqa: E731
+    heading = lambda text: f"<h2>{html.escape(text)}</h2>"  # noqa: E731
+    parts += robustness_report.sections(robust, table, paragraph, heading, comparison_table)
+    parts += studies.sections(found, table, paragraph, heading)
     if found.curves:
         parts.append(_image(figures["learning_curve"], "learning curves"))
     parts += [
@@ -1047,29 +1099,50 @@ def _write_csv(path: Path, columns: Sequence[str], rows: Iterable[dict[str, Any]
         writer.writerows(rows)
 
 
-def write_report(root: str | Path, baseline: str | None = None) -> dict[str, Path]:
+def read_runs(root: Path, evals: Sequence[Path] = ()) -> robustness_report.Evals:
+    """The report's rows: the training runs under root, with the eval runs under root and
+    under `evals` folded in (robustness, shifts: segpets/robustness_report.py)."""
+    runs = [run for run in find_runs(root) if run != root or (root / "metrics.json").exists()]
+    others = [run for folder in evals for run in find_runs(folder) if run not in runs]
+    return robustness_report.with_evals([read_run(run, root) for run in runs], others, root)
+
+
+def write_report(
+    root: str | Path, baseline: str | None = None, evals: Sequence[str | Path] = ()
+) -> dict[str, Path]:
     """Write the report's files into root (see the module's docstring); return their paths
     by kind: md, html, csv, groups, comparisons, curves, pareto, and where there are fold
-    runs oof_comparisons, where there are learning curves learning_curve(_csv).
+    runs oof_comparisons, where there are learning curves learning_curve(_csv), where there
+    are robustness results robustness_comparisons.
 
     Raises SegpetsError for a folder without runs or a baseline that names no group.
     """
     root = Path(root)
-    runs = [run for run in find_runs(root) if run != root or (root / "metrics.json").exists()]
-    if not runs:
+    read = read_runs(root, [Path(folder) for folder in evals])
+    if not read.rows:
         raise SegpetsError(f"no runs under {root} (a run is a folder with .hydra/ or metrics.json)")
-    groups = group_runs([read_run(run, root) for run in runs])
+    groups = group_runs(read.rows)
     chosen = find_baseline(groups, baseline) if baseline is not None else None
     comparisons = compare(groups, chosen)
     found = find_studies(groups, chosen)
+    without = [g.name for g in groups if g.finished and not g.summary["robustness"]]
+    robust = robustness_report.Found(compare_robustness(groups, chosen), read, without)
 
     names = ("md", "html", "csv", "groups", "comparisons", "curves", "pareto")
     files = ("report.md", "report.html", "report.csv", "groups.csv", "comparisons.csv",
              "curves.png", "pareto.png")  # fmt: skip
     paths = {name: root / file for name, file in zip(names, files, strict=True)}
-    _write_csv(paths["csv"], COLUMNS, (run for group in groups for run in group.runs))
-    _write_csv(paths["groups"], GROUP_COLUMNS, (group_row(group) for group in groups))
+    shifted = any(group.shift for group in groups)
+    run_columns = (*COLUMNS, *(robustness_report.RUN_COLUMNS if read.any_robustness else ()))
+    run_rows = (run | robustness_report.run_fields(run) for group in groups for run in group.runs)
+    _write_csv(paths["csv"], run_columns, run_rows)
+    group_columns = (*GROUP_COLUMNS, *(("shift",) if shifted else ()),
+                     *(robustness_report.GROUP_COLUMNS if read.any_robustness else ()))  # fmt: skip
+    _write_csv(paths["groups"], group_columns, (group_row(group) for group in groups))
     _write_csv(paths["comparisons"], COMPARISON_COLUMNS, comparisons)
+    if read.any_robustness:
+        paths["robustness_comparisons"] = root / "robustness_comparisons.csv"
+        _write_csv(paths["robustness_comparisons"], COMPARISON_COLUMNS, robust.comparisons)
     if found.out_of_fold:
         paths["oof_comparisons"] = root / "oof_comparisons.csv"
         _write_csv(paths["oof_comparisons"], studies.OOF_COLUMNS, found.out_of_fold)
@@ -1081,23 +1154,29 @@ def write_report(root: str | Path, baseline: str | None = None) -> dict[str, Pat
         studies.plot_learning_curves(found.curves, paths["learning_curve"], _pyplot())
     plot_curves(groups, paths["curves"])
     plot_pareto(groups, paths["pareto"])
-    write_markdown(root, groups, comparisons, paths["md"], found)
-    write_html(root, groups, comparisons, paths, paths["html"], found)
+    write_markdown(root, groups, comparisons, paths["md"], found, robust)
+    write_html(root, groups, comparisons, paths, paths["html"], found, robust)
     return paths
 
 
-def _baseline_option(options: Sequence[str]) -> str | None:
-    """NAME from `baseline=NAME` or `report.baseline=NAME`; SegpetsError for anything else."""
-    baseline = None
+def _options(options: Sequence[str]) -> tuple[str | None, list[str]]:
+    """NAME from `baseline=NAME` or `report.baseline=NAME`, and the folders of `evals=DIR`
+    (any number); SegpetsError for anything else."""
+    baseline, evals = None, []
     for option in options:
         key, equals, value = option.partition("=")
+        if key in ("evals", "report.evals") and value:
+            if not Path(value).is_dir():
+                raise SegpetsError(f"{option}: no such folder")
+            evals.append(value)
+            continue
         if key not in ("baseline", "report.baseline") or not equals or not value:
             raise SegpetsError(
                 f"{option}: unknown option; the report takes DIR and optionally baseline=NAME "
-                "(NAME: a group's name or part of it)"
+                "(NAME: a group's name or part of it) and evals=DIR (segpets.eval runs)"
             )
         baseline = value
-    return baseline
+    return baseline, evals
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -1111,8 +1190,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "options",
         nargs="*",
-        metavar="baseline=NAME",
-        help="compare each group with this group only (also report.baseline=NAME)",
+        metavar="baseline=NAME | evals=DIR",
+        help="compare each group with this group only (also report.baseline=NAME); "
+        "read segpets.eval runs under DIR too (robustness, shift)",
     )
     args = parser.parse_args(argv)
     folder = Path(args.dir)
@@ -1123,7 +1203,7 @@ def main(argv: list[str] | None = None) -> None:
                 f"{folder}{what}. Give the folder of a multirun "
                 "(logs/train/multiruns/<date>/<time>) or any folder that holds runs"
             )
-        paths = write_report(folder, _baseline_option(args.options))
+        paths = write_report(folder, *_options(args.options))
     except SegpetsError as error:
         print(f"segpets: error: {error}", file=sys.stderr)
         raise SystemExit(USER_ERROR) from None

@@ -8,6 +8,7 @@ to `val_per_image.csv`, with a `fold` column); eval writes `per_image.csv`.
 
 import csv
 import io
+import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -47,3 +48,18 @@ def read_scores(path: str | Path) -> dict[str, dict[str, float]]:
                 key: float(value) for key, value in row.items() if key != "name" and _numeric(value)
             }
     return scores
+
+
+def scored_data(data: Any, split: str, images: int, datamodule: Any = None) -> dict[str, Any]:
+    """What per-image scores were measured on (metrics.json's `test_data`): runs pair by
+    image only on the same set. `data` is the run's data config; the datamodule's own
+    description where it has one (a folder's test split with its hash)."""
+    if split == "test" and hasattr(datamodule, "test_data"):
+        return {**datamodule.test_data(), "images": images}
+    return {
+        "dataset": str(data.get("_target_")),
+        "root": os.path.abspath(str(data.get("root"))),
+        "split": split,
+        "boundary": str(data.get("boundary")),
+        "images": images,
+    }

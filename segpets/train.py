@@ -8,7 +8,6 @@ works as the app and as the function, also after `import segpets.train`.
 """
 
 import json
-import os
 import sys
 import time
 import types
@@ -44,7 +43,7 @@ from segpets.module import MONITOR
 from segpets.precision import machine
 from segpets.runs import hparam_metrics, hparams_of, hydra_choices, hydra_overrides
 from segpets.runtime import configure_runtime
-from segpets.scores import TEST_SCORES, VAL_SCORES, write_scores
+from segpets.scores import TEST_SCORES, VAL_SCORES, scored_data, write_scores
 
 INTERRUPTED = 130
 """Exit status of a run stopped by Ctrl-C or SIGTERM after saving last.ckpt."""
@@ -294,15 +293,7 @@ def _test_data(
     cfg: DictConfig, images: int, datamodule: L.LightningDataModule | None = None
 ) -> dict[str, Any]:
     """What the test scores were measured on: runs pair by image only on the same test set."""
-    if hasattr(datamodule, "test_data"):
-        return {**datamodule.test_data(), "images": images}
-    return {
-        "dataset": str(cfg.data.get("_target_")),
-        "root": os.path.abspath(str(cfg.data.get("root"))),
-        "split": "test",
-        "boundary": str(cfg.data.get("boundary")),
-        "images": images,
-    }
+    return scored_data(cfg.data, "test", images, datamodule)
 
 
 def _epoch_of(checkpoint_path: str | None) -> int | None:

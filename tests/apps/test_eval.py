@@ -32,6 +32,9 @@ def test_eval_matches_the_test_dice_training_reported(tiny_run, tmp_path):
     written = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert written["images"] == 10
     assert set(written) >= {"dice", "dice_dataset", "iou", "precision", "recall", "images"}
+    # What the report matches and pairs an eval by: the training run, the same test set.
+    assert written["train_run"] == str(tiny_run.resolve())
+    assert written["test_data"] == trained["test_data"]
 
 
 def test_per_image_csv_lists_every_image_worst_first(tiny_run, tmp_path):

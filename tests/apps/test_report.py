@@ -15,11 +15,11 @@ from segpets import stats
 from segpets.errors import SegpetsError
 from segpets.report import (
     compare,
+    compare_robustness,
     find_baseline,
-    find_runs,
     group_runs,
     main,
-    read_run,
+    read_runs,
     write_report,
 )
 from segpets.scores import TEST_SCORES, VAL_SCORES, write_scores
@@ -143,8 +143,50 @@ def write_folds(folder: Path, overrides: list[str], folds=3, seeds=(1,), fold_se
     return written
 
 
-def groups_of(folder: Path):
-    return group_runs([read_run(run, folder) for run in find_runs(folder)])
+def groups_of(folder: Path, evals=()):
+    return group_runs(read_runs(folder, evals).rows)
+
+
+def write_robustness_per_image(folder: Path, clean: dict[str, float], corrupted) -> None:
+    """robustness_per_image.csv as eval writes it: the clean rows (severity 0), then a row
+    per (image, corruption, severity) with Dice corrupted[(name, corruption, severity)]."""
+    rows = [(n, "clean", 0, d) for n, d in clean.items()]
+    rows += [(n, c, k, d) for (n, c, k), d in corrupted.items()]
+    with open(folder / "robustness_per_image.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["name", "corruption", "severity", "dice", "iou"])
+        writer.writerows([n, c, k, d, d / (2 - d)] for n, c, k, d in rows)
+
+
+def write_eval(folder: Path, train_run: Path, root: str = ROOT, dice: float = 0.8,
+               corrupted=None, overrides=(), record_run: bool = True) -> Path:  # fmt: skip
+    """An eval run as `python -m segpets.eval ckpt_path=TRAIN_RUN/checkpoints/best.ckpt`
+    leaves it: every test image scores `dice`; with `corrupted` (a function of image,
+    corruption, severity; 2 corruptions x severities 1, 2) robustness_per_image.csv.
+    `record_run=False`: an eval from before metrics.json named its training run."""
+    (folder / ".hydra").mkdir(parents=True)
+    ckpt = train_run / "checkpoints" / "best.ckpt"
+    named = [f"ckpt_path={ckpt}", *overrides, *(["corruptions=standard"] if corrupted else [])]
+    (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in named))
+    write_scores(folder / "per_image.csv", [
+        {"name": n, "dice": dice, "iou": 0.6, "true_fraction": 0.3, "pred_fraction": 0.3}
+        for n in IMAGES
+    ])  # fmt: skip
+    metrics = {
+        "dice": dice, "dice_dataset": dice, "iou": 0.6, "images": len(IMAGES), "split": "test",
+        "checkpoint": str(ckpt), "data_root": root,
+        "test_data": {"dataset": "segpets.data.OxfordPetDataModule", "root": root,
+                      "split": "test", "boundary": "ignore", "images": len(IMAGES)},
+    }  # fmt: skip
+    if record_run:
+        metrics["train_run"] = str(train_run)
+    if corrupted is not None:
+        cells = itertools.product(IMAGES, ("gaussian_noise", "jpeg"), (1, 2))
+        write_robustness_per_image(
+            folder, dict.fromkeys(IMAGES, dice), {c: corrupted(*c) for c in cells}
+        )
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    return folder
 
 
 # --- Statistics -------------------------------------------------------------------------
@@ -736,3 +778,159 @@ def test_two_folds_speak_for_the_trained_models_and_suggest_seeds_on_every_fold(
         "model=unet better than model=fpn for these trained models only (seeds model=unet: 2, "
         "model=fpn: 2; add seed=2 on every fold for a verdict on the configuration)"
     )  # 3 runs a group: 2 seeds x 2 folds
+
+
+# --- Robustness and shift ---------------------------------------------------------------
+
+
+def test_a_groups_mean_corruption_dice_and_relative_robustness_by_hand(tmp_path):
+    """Seed 1's model keeps 0.6 under every corruption, seed 2's 0.5 at severity 1 and 0.3
+    at 2, both 0.8 clean: mean corruption Dice 0.6 and 0.4, relative 0.75 and 0.5."""
+    write_seeds(tmp_path, ["model=unet"], seeds=(1, 2))
+    write_eval(tmp_path / "0" / "eval", tmp_path / "0", corrupted=lambda n, c, k: 0.6)
+    write_eval(tmp_path / "1" / "eval", tmp_path / "1", corrupted=lambda n, c, k: 0.7 - 0.2 * k)
+    [group] = groups_of(tmp_path)
+    assert len(group.runs) == 2  # the evals are no runs of their own
+    found = group.summary["robustness"]
+    assert found.mean_corruption_dice.mean == pytest.approx(0.5)
+    assert found.mean_corruption_dice.std == pytest.approx(np.std([0.6, 0.4], ddof=1))
+    assert found.relative_robustness.mean == pytest.approx((0.75 + 0.5) / 2)
+    assert found.relative_robustness.std == pytest.approx(np.std([0.75, 0.5], ddof=1))
+    paths = write_report(tmp_path)
+    [row] = read_csv_rows(paths["groups"])
+    assert float(row["mean_corruption_dice"]) == pytest.approx(0.5)
+    assert float(row["relative_robustness"]) == pytest.approx(0.625)
+    assert row["robustness_runs"] == "2"
+    runs = {r["seed"]: r for r in read_csv_rows(paths["csv"])}
+    assert float(runs["2"]["mean_corruption_dice"]) == pytest.approx(0.4)
+    markdown = paths["md"].read_text()
+    assert "| corruption Dice | relative robustness |" in markdown
+    assert "| 0.5000 ± 0.1414 | 0.6250 ± 0.1768 |" in markdown
+    assert "## Robustness comparisons" in markdown and "nothing to compare" in markdown
+
+
+def robust_groups(folder: Path, effects: dict[str, float], seed_effect: dict[int, float]):
+    """3 seeds a model; each run's eval placed beside the runs (matched by checkpoint): an
+    image's corrupted Dice is its own base plus the model's and the seed's effect, minus
+    0.1 a severity."""
+    base = {n: 0.5 + 0.2 * np.sin(i) for i, n in enumerate(IMAGES)}
+    for model, effect in effects.items():
+        start = len(list(folder.glob("*/metrics.json"))) if folder.is_dir() else 0
+        write_seeds(folder, [f"model={model}"])
+        for index, seed in enumerate((1, 2, 3)):
+
+            def corrupted(n, c, k, shift=effect + seed_effect[seed]):
+                return base[n] + shift - 0.1 * k
+
+            write_eval(folder / "evals" / f"{model}_{seed}", folder / str(start + index),
+                       corrupted=corrupted)  # fmt: skip
+    return base
+
+
+def robustness_table(folder: Path, model: str) -> list[list[float]]:
+    """Seeds x images of each image's mean corrupted Dice, read back from the files."""
+    table = []
+    for seed in (1, 2, 3):
+        rows = read_csv_rows(folder / "evals" / f"{model}_{seed}" / "robustness_per_image.csv")
+        table.append([np.mean([float(r["dice"]) for r in rows if r["name"] == n
+                               and r["corruption"] != "clean"]) for n in IMAGES])  # fmt: skip
+    return table
+
+
+def test_robustness_comparison_pairs_by_image_and_seed_with_the_seed_level_verdict(tmp_path):
+    robust_groups(tmp_path, {"a": 0.05, "b": 0.0, "c": 0.04}, {1: 0.0, 2: 0.01, 3: -0.005})
+    groups = {g.name: g for g in groups_of(tmp_path)}
+    rows = {(r["a"], r["b"]): r for r in compare_robustness(list(groups.values()), None)}
+    row = rows[("model=a", "model=b")]
+    assert row["pairing"] == "by seed and image" and row["images"] == len(IMAGES)
+    by_hand = stats.compare_tables(
+        robustness_table(tmp_path, "a"), robustness_table(tmp_path, "b"), paired_seeds=True
+    )
+    assert row["mean_difference"] == pytest.approx(0.05) == pytest.approx(by_hand.mean_difference)
+    assert row["p_seeds"] == pytest.approx(by_hand.seed.p_value)
+    assert row["level"] == stats.CONFIGURATION and row["seed_test"] == stats.SEED_TEST_PAIRED
+    assert row["p_holm"] == pytest.approx(min(1, stats.holm([r["p_value"] for r in rows.values()])[
+        list(rows).index(("model=a", "model=b"))]))  # fmt: skip
+    assert row["verdict"] == "model=a better than model=b"
+    paths = write_report(tmp_path)
+    written = read_csv_rows(paths["robustness_comparisons"])
+    assert {(r["a"], r["b"]) for r in written} == set(rows)
+    assert "Holm correction applied over 3 comparisons." in paths["md"].read_text()
+
+
+def test_a_robustness_difference_within_the_seed_spread_gets_no_verdict(tmp_path):
+    """Every image 0.02 better under a's corruptions, but a's seeds swing by more: the
+    images alone would call it, the seed-level rule does not."""
+    base = {n: 0.5 + 0.2 * np.sin(i) for i, n in enumerate(IMAGES)}
+    swings = {"a": {1: 0.12, 2: -0.08, 3: 0.02}, "b": {1: 0.0, 2: 0.0, 3: 0.0}}
+    for index, model in enumerate(("a", "b")):
+        write_seeds(tmp_path, [f"model={model}"])
+        for seed in (1, 2, 3):
+
+            def corrupted(n, c, k, shift=swings[model][seed] + (0.02 if model == "a" else 0)):
+                return base[n] + shift - 0.1 * k
+
+            run = tmp_path / str(3 * index + seed - 1)
+            write_eval(run / "eval", run, corrupted=corrupted)
+    [row] = compare_robustness(groups_of(tmp_path), None)
+    assert row["level"] == stats.CONFIGURATION and row["p_images"] < 0.05 < row["p_holm"]
+    assert row["verdict"].startswith(
+        "no difference detectable at this n (no evidence at the seed level (paired t-test over "
+        "3 shared seeds"
+    )
+
+
+def test_no_robustness_files_no_robustness_in_the_report(tmp_path):
+    write_seeds(tmp_path, ["model=unet"], seeds=(1, 2))
+    write_seeds(tmp_path, ["model=fpn"], seeds=(1, 2))
+    paths = write_report(tmp_path)
+    assert "robustness_comparisons" not in paths
+    assert not (tmp_path / "robustness_comparisons.csv").exists()
+    for text in (paths["md"].read_text(), paths["html"].read_text(), paths["groups"].read_text(),
+                 paths["csv"].read_text()):  # fmt: skip
+        text = text.replace(str(tmp_path), "DIR").lower()  # the folder is named after the test
+        assert "robust" not in text and "corruption" not in text and "shift" not in text
+
+
+def test_a_shift_is_labelled_and_never_paired_with_in_distribution_results(tmp_path):
+    """Evals of the unet runs on another data root, kept in a folder of their own (the
+    report's evals=DIR), one of them from before eval named its training run."""
+    train, evals = tmp_path / "train", tmp_path / "evals"
+    write_seeds(train, ["model=unet"], seeds=(1, 2), dice=0.85)
+    write_seeds(train, ["model=fpn"], seeds=(1, 2), dice=0.8)
+    for run, record in ((train / "0", True), (train / "1", False)):
+        write_eval(evals / run.name, run, root="/other/pets", dice=0.6,
+                   overrides=["data.root=/other/pets"], record_run=record)  # fmt: skip
+    write_eval(evals / "elsewhere", tmp_path / "not_a_run", root="/other/pets")
+    shifted = "model=unet (shift: trained on /data/pets, tested on /other/pets)"
+    groups = {g.name: g for g in groups_of(train, [evals])}
+    assert set(groups) == {"model=unet", "model=fpn", shifted}
+    assert len(groups[shifted].finished) == 2
+    assert groups[shifted].summary["test_dice"].mean == pytest.approx(0.6)
+    rows = {(r["a"], r["b"]): r for r in compare(list(groups.values()))}
+    assert "p_value" in rows[("model=unet", "model=fpn")]  # in distribution: paired
+    for pair, row in rows.items():
+        if shifted in pair:
+            assert "p_value" not in row
+            assert (
+                row["verdict"].startswith("not paired: shift: both trained on /data/pets, ")
+                and " on /other/pets (test split" in row["verdict"]
+            )
+    main([str(train), f"evals={evals}"])
+    by_group = {r["group"]: r for r in read_csv_rows(train / "groups.csv")}
+    assert by_group[shifted]["shift"] == "shift: trained on /data/pets, tested on /other/pets"
+    assert by_group["model=unet"]["shift"] == ""
+    markdown = (train / "report.md").read_text()
+    assert f"| {shifted} |" in markdown
+    assert (
+        "Eval runs not used: " in markdown
+        and "is in none of the report's training runs" in markdown
+    )
+    assert "oof_comparisons" not in markdown and "Robustness comparisons" not in markdown
+
+
+def test_the_reports_robustness_names_are_evals():
+    from segpets import corruptions, robustness_report
+
+    assert robustness_report.CLEAN == corruptions.CLEAN
+    assert robustness_report.PER_IMAGE == corruptions.PER_IMAGE
