@@ -1,10 +1,19 @@
 """What describes a run: the settings people compare it by, for reports and TensorBoard."""
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
+
+
+def find_runs(root: Path) -> list[Path]:
+    """Every run folder under root (root itself if it is one): a folder with `.hydra/` or
+    `metrics.json`."""
+    markers = [*root.glob("**/.hydra/config.yaml"), *root.glob("**/metrics.json")]
+    runs = {m.parent.parent if m.parent.name == ".hydra" else m.parent for m in markers}
+    return sorted(runs)
 
 
 def describe(config: Mapping[str, Any] | DictConfig, choices: Mapping[str, str]) -> dict[str, Any]:

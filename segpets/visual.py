@@ -209,3 +209,42 @@ def _draw_legend(draw: ImageDraw.ImageDraw, font: ImageFont.FreeTypeFont, top: i
         draw.rectangle((left, top + 4, left + swatch, top + 4 + swatch), fill=color)
         draw.text((left + swatch + 4, top + 3), label, fill="black", font=font)
         left += width
+
+
+# Rows of panels under captions: the label audit's photo | label | consensus --------------
+
+
+def panel_rows(
+    rows: Sequence[tuple[str, Sequence[np.ndarray]]], titles: Sequence[str] = ()
+) -> Image.Image:
+    """One picture: per row a caption, then its panels (RGB uint8 (H, W, 3), one size for
+    all) side by side; `titles` name the columns at the top. Small panels are enlarged (by a
+    whole factor, nearest neighbour) so captions fit."""
+    if not rows:
+        raise ValueError("panel_rows needs at least one row")
+    height, width = rows[0][1][0].shape[:2]
+    columns = max(len(panels) for _, panels in rows)
+    scale = max(1, math.ceil(MIN_PANEL_WIDTH / width))
+    font = ImageFont.load_default(size=CAPTION_FONT_SIZE)
+    cell = (width * scale, height * scale)
+    top = CAPTION_LINE + SHEET_PADDING if titles else 0
+    row_height = CAPTION_LINE + 4 + cell[1] + SHEET_PADDING
+    size = (
+        columns * (cell[0] + SHEET_PADDING) + SHEET_PADDING,
+        top + len(rows) * row_height + SHEET_PADDING,
+    )
+    sheet = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(sheet)
+    for column, title in enumerate(titles):
+        draw.text((SHEET_PADDING + column * (cell[0] + SHEET_PADDING), 2), title, "black", font)
+    for index, (caption, panels) in enumerate(rows):
+        y = top + SHEET_PADDING + index * row_height
+        draw.text((SHEET_PADDING, y), caption, fill="black", font=font)
+        for column, panel in enumerate(panels):
+            picture = Image.fromarray(panel)
+            if scale > 1:
+                picture = picture.resize(cell, Image.Resampling.NEAREST)
+            sheet.paste(
+                picture, (SHEET_PADDING + column * (cell[0] + SHEET_PADDING), y + CAPTION_LINE + 4)
+            )
+    return sheet

@@ -6,7 +6,7 @@ from pathlib import Path
 from tests.helpers import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "segpets"
-APPS = {"train", "eval", "predict", "export", "report", "bench", "inspect"}
+APPS = {"train", "eval", "predict", "export", "report", "bench", "inspect", "audit"}
 
 
 def module_name(path: Path) -> str:
