@@ -122,6 +122,9 @@ def _fit_and_test(
         "global_step": trainer.global_step,
         "train_images": _train_images(datamodule),
     }
+    excluded = getattr(datamodule, "excluded", lambda: None)()
+    if excluded is not None:  # data.exclude: left out of train and val, kept in test
+        metrics["excluded"] = excluded
     metrics["val"] = _stage_metrics(
         trainer.validate(module, datamodule=datamodule, ckpt_path=scored, verbose=False)
     )

@@ -69,8 +69,9 @@ class SegmentationDataModule(L.LightningDataModule):
     every split's with `cache=True`, the train split's alone with `cache="train"`, so that
     val and test are scored on the photos exactly as without a cache.
     `folds` / `fold` / `fold_seed` re-draw train and val as k-fold cross-validation, and
-    `train_fraction` / `train_fraction_seed` train on a nested subset (segpets/data/folds.py);
-    the test split is always the layout's.
+    `train_fraction` / `train_fraction_seed` train on a nested subset, and `exclude` (a file
+    of stems) leaves stems out of train and val (segpets/data/folds.py); the test split is
+    always the layout's.
     """
 
     def __init__(
@@ -92,12 +93,15 @@ class SegmentationDataModule(L.LightningDataModule):
         fold_seed: int = 0,
         train_fraction: float = 1.0,
         train_fraction_seed: int = 0,
+        exclude: str | None = None,
     ) -> None:
         super().__init__()
         _check_int("data.image_size", image_size, 1)
-        self.resplit = Resplit(folds, fold, fold_seed, train_fraction, train_fraction_seed)
+        self.resplit = Resplit(folds, fold, fold_seed, train_fraction, train_fraction_seed, exclude)
         if self.resplit.active and self._resplits(source):
             source = ResplitSource(source, self.resplit)
+        elif exclude is not None:  # a stored split holds folds and fraction, not the exclusion
+            source = ResplitSource(source, Resplit(exclude=exclude))
         if train_size is None:
             train_size = image_size
         _check_int("data.train_size", train_size, 1, "(or null: data.image_size)")
@@ -151,6 +155,13 @@ class SegmentationDataModule(L.LightningDataModule):
             "splits": {split: self.source.split_names(split) for split in SPLITS},
             "folds": self.source.fold_of(),
         }
+
+    def excluded(self) -> dict[str, Any] | None:
+        """With data.exclude: how many listed stems left train and val and stayed in test
+        (`ResplitSource.excluded`), what train records in metrics.json; else None."""
+        if not isinstance(self.source, ResplitSource):
+            return None
+        return self.source.excluded()
 
     def _new_dataset(
         self, split: str, transform: A.Compose, manifest: dict | None
@@ -306,6 +317,7 @@ class OxfordPetDataModule(SegmentationDataModule):
         fold_seed: int = 0,
         train_fraction: float = 1.0,
         train_fraction_seed: int = 0,
+        exclude: str | None = None,
     ) -> None:
         _check_int("data.image_size", image_size, 1)
         _check_int("data.val_every", val_every, 2, "(every val_every-th trainval line is val)")
@@ -344,6 +356,7 @@ class OxfordPetDataModule(SegmentationDataModule):
             fold_seed=fold_seed,
             train_fraction=train_fraction,
             train_fraction_seed=train_fraction_seed,
+            exclude=exclude,
         )
 
     def _prepare_source(self) -> None:
@@ -422,6 +435,7 @@ class FolderDataModule(SegmentationDataModule):
         fold_seed: int = 0,
         train_fraction: float = 1.0,
         train_fraction_seed: int = 0,
+        exclude: str | None = None,
     ) -> None:
         if normalize not in NORMALIZE:
             raise ConfigError(
@@ -463,6 +477,7 @@ class FolderDataModule(SegmentationDataModule):
             fold_seed=fold_seed,
             train_fraction=train_fraction,
             train_fraction_seed=train_fraction_seed,
+            exclude=exclude,
         )
         if normalize == "dataset":
             self.mean, self.std = self.train_statistics()
@@ -536,7 +551,7 @@ class FolderDataModule(SegmentationDataModule):
         if self.source is not self.folder:
             for split in ("train", "val"):
                 record[split] = self.source.split_names(split)
-            record["origin"] += f", {self.resplit.describe()}"
+            record["origin"] += f", {self.source.resplit.describe()}"
         return record
 
 

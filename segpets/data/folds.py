@@ -15,6 +15,15 @@ unknown) are spread over the folds as a stratum of their own and left out as alw
 ordered by one permutation drawn with `data.train_fraction_seed` over the sorted stems, so
 for one seed the 25 % subset lies inside the 50 % one. Val and test are untouched.
 
+`data.exclude=FILE` (one stem a line; blank lines and lines starting with # are skipped;
+the image column of `python -m segpets.audit`'s audit.csv, say): those stems leave the
+train split and the val split (a wrong label would misguide checkpoint selection and early
+stopping, and its val Dice, out-of-fold ones included, would measure the label), applied
+last, so that folds and train-fraction subsets are drawn as without it. The test split is
+never changed: listed test stems stay and are counted (`excluded()`, which train records in
+metrics.json). FILE is read when train or val is first needed, so that eval and predict of
+the test split run where FILE is not.
+
 Nothing depends on file-system order or hash randomisation: stems are sorted before any
 draw, and draws use numpy's seeded generator.
 """
@@ -41,6 +50,7 @@ class Resplit:
     fold_seed: int = 0
     train_fraction: float = 1.0
     train_fraction_seed: int = 0
+    exclude: str | None = None
 
     def __post_init__(self) -> None:
         folds, fold = self.folds, self.fold
@@ -79,11 +89,16 @@ class Resplit:
                 "data.train_fraction must be a number in (0, 1] (the share of the train split "
                 f"to train on; 1: all of it), got {fraction!r}"
             )
+        if self.exclude is not None and (not isinstance(self.exclude, str) or not self.exclude):
+            raise ConfigError(
+                "data.exclude must be the path of a text file of stems to leave out of train "
+                f"and val, one a line, or null, got {self.exclude!r}"
+            )
 
     @property
     def active(self) -> bool:
         """Whether the options change the layout's splits at all."""
-        return self.folds is not None or self.train_fraction != 1
+        return self.folds is not None or self.train_fraction != 1 or self.exclude is not None
 
     def describe(self) -> str:
         """The options in words, for split origins and messages."""
@@ -97,7 +112,22 @@ class Resplit:
                 f"data.train_fraction={self.train_fraction:g} of train "
                 f"(data.train_fraction_seed={self.train_fraction_seed})"
             )
+        if self.exclude is not None:
+            parts.append(f"without the stems of data.exclude={self.exclude}")
         return ", ".join(parts)
+
+
+def read_stems(path: str) -> list[str]:
+    """The stems of a data.exclude file, in order, once each."""
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as error:
+        raise ConfigError(
+            f"data.exclude={path}: cannot read it ({error.strerror or error}); give a text "
+            "file of the stems to leave out of train and val, one a line"
+        ) from None
+    stems = (line.strip() for line in lines)
+    return list(dict.fromkeys(stem for stem in stems if stem and not stem.startswith("#")))
 
 
 def fold_assignment(shares: dict[str, float], folds: int, seed: int) -> dict[str, int]:
@@ -130,6 +160,7 @@ class ResplitSource(Source):
         self.kind = layout.kind
         self._splits: dict[str, list[str]] | None = None
         self._folds: dict[str, int] = {}
+        self._excluded: dict[str, int] = {}
 
     def splits(self) -> dict[str, list[str]]:
         """{"train": stems, "val": stems} (computed once)."""
@@ -160,7 +191,30 @@ class ResplitSource(Source):
             val = [stem for stem in pool if self._folds[stem] == resplit.fold]
         if resplit.train_fraction != 1:
             train = nested_subset(train, resplit.train_fraction, resplit.train_fraction_seed)
+        if resplit.exclude is not None:
+            stems = set(read_stems(resplit.exclude))
+            self._excluded = {
+                "listed": len(stems),
+                "train": sum(stem in stems for stem in train),
+                "val": sum(stem in stems for stem in val),
+            }
+            train = [stem for stem in train if stem not in stems]
+            val = [stem for stem in val if stem not in stems]
         return {"train": train, "val": val}
+
+    def excluded(self) -> dict[str, Any] | None:
+        """With data.exclude: {"file", "listed", "train", "val", "test_kept"}: the stems the
+        file lists, those left out of train and of val, and those kept in test. Else None."""
+        if self.resplit.exclude is None:
+            return None
+        self.splits()
+        stems = set(read_stems(self.resplit.exclude))
+        test = self.layout.split_names("test")
+        return {
+            "file": self.resplit.exclude,
+            **self._excluded,
+            "test_kept": sum(stem in stems for stem in test),
+        }
 
     # ---------------------------------------------------------------- Source methods
 

@@ -11,6 +11,7 @@ from PIL import Image
 
 from segpets.audit import main
 from segpets.consensus import audit_image, rank, shifted
+from segpets.errors import SegpetsError
 from tests.helpers import TINY_UNET, compose_train, tiny_run_overrides
 
 SIZE = 64
@@ -212,3 +213,99 @@ def test_fold_runs_predict_their_own_val_fold(synthetic_root, two_seeds, tmp_pat
     copy_runs(two_seeds / "seed0", tmp_path / "plain")
     err = exit_message([str(tmp_path), "device=cpu"], capsys)  # fold and plain runs
     assert "fold runs mixed with other runs" in err
+
+
+# --- data.exclude ------------------------------------------------------------------------
+
+
+def oxford(root: Path, **options):
+    from segpets.data import OxfordPetDataModule
+
+    return OxfordPetDataModule(str(root), image_size=64, num_workers=0, **options)
+
+
+def names(datamodule, split: str) -> list[str]:
+    return list(datamodule.dataset(split).names)
+
+
+def test_excluded_stems_leave_train_and_val_and_stay_in_test(synthetic_root, tmp_path):
+    plain = oxford(synthetic_root)
+    train, val, test = (names(plain, split) for split in ("train", "val", "test"))
+    listed = [*train[:2], val[0], *test[:2], "no_such_stem"]
+    exclude = tmp_path / "exclude.txt"
+    exclude.write_text("# from audit.csv\n" + "\n".join(listed) + "\n\n" + train[0] + "\n")
+    datamodule = oxford(synthetic_root, exclude=str(exclude))
+    assert names(datamodule, "train") == train[2:]
+    assert names(datamodule, "val") == val[1:]
+    assert names(datamodule, "test") == test  # never silently out of the test split
+    assert datamodule.excluded() == {
+        "file": str(exclude), "listed": 6, "train": 2, "val": 1, "test_kept": 2,
+    }  # fmt: skip
+    assert plain.excluded() is None
+
+
+def test_exclusion_keeps_the_folds_and_needs_its_file_only_for_train_and_val(
+    synthetic_root, tmp_path
+):
+    folds = {"folds": 3, "fold": 1}
+    plain = oxford(synthetic_root, **folds)
+    val = names(plain, "val")
+    exclude = tmp_path / "exclude.txt"
+    exclude.write_text(f"{val[0]}\n{names(plain, 'train')[0]}\n")
+    datamodule = oxford(synthetic_root, exclude=str(exclude), **folds)
+    assert names(datamodule, "val") == val[1:]
+    assert datamodule.resplit_record()["folds"] == plain.resplit_record()["folds"]
+    assert datamodule.excluded()["train"] == 1 and datamodule.excluded()["val"] == 1
+    missing = oxford(synthetic_root, exclude=str(tmp_path / "gone.txt"))
+    assert len(names(missing, "test")) == 10  # eval of test runs without the file
+    with pytest.raises(SegpetsError, match=r"data.exclude=.*gone.txt: cannot read it"):
+        names(missing, "train")
+
+
+def test_a_folder_with_a_stored_split_leaves_excluded_stems_out(tmp_path):
+    from segpets.data import FolderDataModule
+
+    rng = np.random.default_rng(0)
+    for folder in ("images", "masks"):
+        (tmp_path / "pets" / folder).mkdir(parents=True)
+    stems = [f"pet_{i}" for i in range(8)]
+    for stem in stems:
+        photo = rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)
+        Image.fromarray(photo).save(tmp_path / "pets" / "images" / f"{stem}.png")
+        Image.fromarray(ellipse(32, 32, 12, 12)[16:48, 16:48] * 255).save(
+            tmp_path / "pets" / "masks" / f"{stem}.png"
+        )
+    (tmp_path / "exclude.txt").write_text("pet_0\npet_6\n")
+    splits = {"train": stems[:4], "val": stems[4:6], "test": stems[6:]}
+    datamodule = FolderDataModule(
+        str(tmp_path / "pets"), image_size=32, num_workers=0, splits=splits,
+        exclude=str(tmp_path / "exclude.txt"),
+    )  # fmt: skip
+    assert names(datamodule, "train") == stems[1:4]
+    assert names(datamodule, "test") == stems[6:]
+    assert datamodule.excluded() == {
+        "file": str(tmp_path / "exclude.txt"), "listed": 2, "train": 1, "val": 0, "test_kept": 1,
+    }  # fmt: skip
+
+
+def test_a_run_with_data_exclude_records_it_in_metrics(synthetic_root, tmp_path):
+    from segpets.train import train
+
+    plain = oxford(synthetic_root)
+    exclude = tmp_path / "exclude.txt"
+    exclude.write_text(f"{names(plain, 'train')[0]}\n{names(plain, 'test')[0]}\n")
+    cfg = compose_train(
+        tmp_path,
+        [*tiny_run_overrides(synthetic_root), *TINY_UNET, "trainer.max_epochs=1",
+         "trainer.precision=32-true", f"data.exclude={exclude}"],
+    )  # fmt: skip
+    metrics = train(cfg)
+    assert metrics["excluded"] == {
+        "file": str(exclude), "listed": 2, "train": 1, "val": 0, "test_kept": 1,
+    }  # fmt: skip
+    assert metrics["train_images"] == len(names(plain, "train")) - 1
+    assert metrics["test_data"]["images"] == len(names(plain, "test"))
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["excluded"] == metrics["excluded"]
+    trained_on = (tmp_path / "run" / "splits" / "train.txt").read_text().splitlines()
+    assert exclude.read_text().split()[0] not in trained_on
