@@ -1,7 +1,9 @@
 """`python -m segpets.train`: fit a model, then score its best checkpoint on the test split.
 
 `train(cfg)` is a plain function (tests call it with a composed config); `main` is the
-thin Hydra shell around it and returns `val/dice` for sweepers to optimize. From Python,
+thin Hydra shell around it and returns `optimized_metric` for sweepers to optimize:
+`val/dice`, or with `optimized_metric=oof/dice data.folds=K` the mean out-of-fold Dice of
+all K folds trained in the one job (`train_folds`). From Python,
 `segpets.train(overrides=[...])` composes the config and makes the run dir as the command
 does, then calls the same `train`: this module is callable (`TrainModule`), so the name
 works as the app and as the function, also after `import segpets.train`.
@@ -21,7 +23,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from segpets.analysis import write_worst_sheet
 from segpets.builders import (
@@ -43,8 +45,11 @@ from segpets.module import MONITOR
 from segpets.precision import machine
 from segpets.runs import hparam_metrics, hparams_of, hydra_choices, hydra_overrides
 from segpets.runtime import configure_runtime
-from segpets.scores import TEST_SCORES, VAL_SCORES, scored_data, write_scores
+from segpets.scores import TEST_SCORES, VAL_SCORES, read_scores, scored_data, write_scores
 
+OOF = "oof/dice"
+OPTIMIZED_METRICS = (MONITOR, OOF)
+OOF_FILE = "oof.json"
 INTERRUPTED = 130
 """Exit status of a run stopped by Ctrl-C or SIGTERM after saving last.ckpt."""
 
@@ -319,11 +324,64 @@ def _print_summary(metrics: dict[str, Any], output_dir: Path) -> None:
     print("\n".join(lines))
 
 
+def train_folds(cfg: DictConfig) -> dict[str, Any]:
+    """Train every fold of `data.folds` in this one job, each in RUN/fold_k as a fold run of
+    experiment=cv (with .hydra/ saying its fold, so that the report reads it as one), and
+    return the mean out-of-fold Dice (OOF): each train+val image's Dice by the fold model
+    that held it out, averaged over all of them; written to RUN/oof.json.
+
+    What a sweeper can optimise on a small dataset in place of one small val split: Hydra
+    sweeps job by job, so the folds must train within the job. Each fold's checkpoint is
+    chosen on its own val fold (`test_checkpoint=last` avoids that optimism)."""
+    folds = cfg.data.get("folds")
+    if not folds or int(folds) < 2:
+        raise ConfigError(
+            f"optimized_metric={OOF} trains every fold in this job and needs data.folds=K, "
+            f"K >= 2 (got {folds}); e.g. data.folds=5 (without experiment=cv: no data.fold sweep)"
+        )
+    if cfg.get("ckpt_path"):
+        raise ConfigError(
+            f"optimized_metric={OOF} trains K new fold runs and resumes none: leave out ckpt_path"
+        )
+    output_dir = Path(cfg.paths.output_dir)
+    dice: dict[str, float] = {}
+    for fold in range(int(folds)):
+        fold_cfg = cfg.copy()
+        fold_dir = output_dir / f"fold_{fold}"
+        with open_dict(fold_cfg):
+            fold_cfg.data.fold = fold
+            fold_cfg.paths.output_dir = str(fold_dir)
+            fold_cfg.optimized_metric = MONITOR
+        (fold_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        (fold_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(fold_cfg))
+        overrides = [o for o in hydra_overrides() if not o.startswith("data.fold=")]
+        (fold_dir / ".hydra" / "overrides.yaml").write_text(
+            OmegaConf.to_yaml(OmegaConf.create([*overrides, f"data.fold={fold}"]))
+        )
+        train(fold_cfg)
+        dice.update({n: v["dice"] for n, v in read_scores(fold_dir / VAL_SCORES).items()})
+    result = {OOF: sum(dice.values()) / len(dice), "folds": int(folds), "images": len(dice)}
+    write_atomically(output_dir / OOF_FILE, (json.dumps(result, indent=2) + "\n").encode())
+    print(f"out-of-fold Dice over {len(dice)} train+val images, {folds} folds: {result[OOF]:.4f}")
+    return result
+
+
+def optimized(cfg: DictConfig) -> float | None:
+    """Train as `cfg` says and return its `optimized_metric` (val/dice unless set)."""
+    metric = cfg.get("optimized_metric") or MONITOR
+    if metric not in OPTIMIZED_METRICS:
+        raise ConfigError(
+            f"optimized_metric must be one of {list(OPTIMIZED_METRICS)}, got {metric!r}"
+        )
+    if metric == OOF:
+        return train_folds(cfg)[OOF]
+    return train(cfg)["val"].get(MONITOR)
+
+
 @hydra.main(version_base="1.3", config_path=CONFIG_PATH, config_name="train")
 @exit_on_user_error
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
-    return metrics["val"].get(MONITOR)
+    return optimized(cfg)
 
 
 class TrainModule(types.ModuleType):
