@@ -260,6 +260,13 @@ class SegmentationDataModule(L.LightningDataModule):
             transform = self.train_transform if split == "train" else self.eval_transform
             in_cache = manifest if split in cached else None
             self._datasets[split] = self._new_dataset(split, transform, in_cache)
+        excluded = self.excluded() if {"train", "val"} & set(new) else None
+        if excluded is not None:
+            rank_zero_info(
+                f"data.exclude={excluded['file']}: {excluded['listed']} stems listed, "
+                f"{excluded['train']} left out of train and {excluded['val']} of val; "
+                f"{excluded['test_kept']} stay in test"
+            )
         skipped = [item for split in new for item in self._datasets[split].skipped]
         if skipped:
             listed = len(skipped) + sum(len(self._datasets[split]) for split in new)

@@ -116,8 +116,11 @@ def copy_runs(source: Path, target: Path) -> Path:
 
 def test_audit_of_two_seeds_writes_the_ranked_csv_and_the_figure(two_seeds, tmp_path, capsys):
     runs = copy_runs(two_seeds, tmp_path / "runs")
+    (runs / "eval").mkdir()  # eval's output: a metrics.json, but no trained model
+    (runs / "eval" / "metrics.json").write_text('{"dice": 0.5, "checkpoint": "x.ckpt"}')
     main([str(runs), "top=3", "device=cpu"])
     out = capsys.readouterr().out
+    assert f"left out (unfinished or not a training run): {runs / 'eval'}" in out
     assert "label audit: 10 images, 2 models on the test split" in out
     with open(runs / "audit.csv") as f:
         rows = list(csv.DictReader(f))
