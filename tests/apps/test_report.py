@@ -24,6 +24,7 @@ from segpets.report import (
 )
 from segpets.scores import TEST_SCORES, VAL_SCORES, write_scores
 from segpets.studies import fit_power_law
+from tests.helpers import run_segpets
 
 IMAGES = [f"image_{i:03d}" for i in range(60)]
 TRAINVAL = [f"pet_{i:03d}" for i in range(30)]
@@ -934,3 +935,27 @@ def test_the_reports_robustness_names_are_evals():
 
     assert robustness_report.CLEAN == corruptions.CLEAN
     assert robustness_report.PER_IMAGE == corruptions.PER_IMAGE
+
+
+def test_the_report_reads_an_eval_run_made_from_the_command_line(tiny_run, tmp_path):
+    """A real eval dir kept apart (evals=DIR): matched to its training run by its
+    checkpoint; threshold=0.4 (the tiny model's probabilities stay below 0.5) sets it apart
+    as a group of its own, on the training run's own test set, so the two pair by image."""
+    evals = tmp_path / "evals"
+    result = run_segpets(
+        "eval", f"ckpt_path={tiny_run / 'checkpoints' / 'best.ckpt'}", "threshold=0.4",
+        "worst=0", "corruptions=standard", "corruptions.select=[gaussian_noise,jpeg]",
+        f"hydra.run.dir={evals / 'robust'}", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((evals / "robust" / "metrics.json").read_text())
+    read = read_runs(tiny_run, [evals])
+    assert read.left_out == [] and len(read.rows) == 2
+    trained, evaluated = read.rows
+    assert trained["robustness"] is None and evaluated["group_key"] == ("threshold=0.4",)
+    assert evaluated["test_set"] == trained["test_set"] and evaluated["shift"] is None
+    found = evaluated["robustness"]
+    assert found.mean_corruption_dice == pytest.approx(metrics["mean_corruption_dice"])
+    assert found.relative_robustness == pytest.approx(metrics["relative_robustness"])
+    [row] = compare(group_runs(read.rows))
+    assert row["images"] == metrics["images"] and row["pairing"] == "by image"
