@@ -72,6 +72,35 @@ def test_corrupted_labels_rank_first_with_their_kinds():
         assert entry.models == 3 and 0.8 < entry.confidence <= 1
 
 
+def test_corrupted_masks_of_the_synthetic_set_rank_first(synthetic_root):
+    """The synthetic pets' own masks at 64 px, three of them corrupted: inverted (the
+    ignored pixels kept), the upper half erased, moved 6 px right."""
+    datamodule = oxford(synthetic_root)
+    dataset = datamodule.dataset("train")
+    truth = {}
+    for index, name in enumerate(dataset.names[:12]):
+        image, mask = dataset._decoded(index)
+        truth[name] = datamodule.eval_transform(image=image, mask=mask)["mask"].numpy()
+    names = list(truth)
+    labels = dict(truth)
+    labels[names[1]] = np.where(truth[names[1]] == 255, 255, 1 - truth[names[1]])
+    erased = truth[names[2]].copy()
+    rows = np.nonzero((erased == 1).any(axis=1))[0]
+    erased[: (rows.min() + rows.max()) // 2] = 0
+    labels[names[2]] = erased
+    labels[names[3]] = shifted(truth[names[3]], 0, 6)
+    rng = np.random.default_rng(0)
+    entries = rank(
+        [audit_image(n, labels[n], models_agreeing_with(t == 1, 2, rng)) for n, t in truth.items()]
+    )
+    assert [(entry.name, entry.kind) for entry in entries[:3]] == [
+        (names[1], "inverted"),
+        (names[2], "missing part"),
+        (names[3], "shifted"),
+    ]
+    assert all(entry.kind == "agrees" for entry in entries[3:])
+
+
 def test_unsure_models_score_lower_than_sure_ones():
     truth, labels = handmade_set()
     sure = audit_image("a", labels["pet_01"], [truth["pet_01"] * 0.98 + 0.01])
