@@ -56,8 +56,7 @@ NOTE = (
     "Mean corruption Dice: the mean Dice over every corruption, severity and image; relative "
     "robustness: that over the clean Dice; mean ± std over seeds. Comparisons use each "
     "image's mean Dice over its corrupted rows, averaged over seeds, as the test Dice "
-    "comparisons use test Dice (the same intervals, tests, verdict rule and seed levels), "
-    "Holm-corrected over these comparisons."
+    "comparisons use test Dice (the same intervals, tests, verdict rule and seed levels)."
 )
 
 
@@ -396,7 +395,9 @@ def sections(
             )
         parts += [heading("Robustness comparisons"), paragraph(note)]
         if found.comparisons:
-            parts += table(*comparison_table(found.comparisons))
+            header, cells = comparison_table(found.comparisons)
+            header = [h.replace("mean Dice", "mean corruption Dice") for h in header]
+            parts += table(header, cells)
     if found.evals.left_out:
         parts.append(paragraph("Eval runs not used: " + "; ".join(found.evals.left_out) + "."))
     return parts

@@ -856,7 +856,9 @@ def test_robustness_comparison_pairs_by_image_and_seed_with_the_seed_level_verdi
     paths = write_report(tmp_path)
     written = read_csv_rows(paths["robustness_comparisons"])
     assert {(r["a"], r["b"]) for r in written} == set(rows)
-    assert "Holm correction applied over 3 comparisons." in paths["md"].read_text()
+    markdown = paths["md"].read_text()
+    assert "Holm correction applied over 3 comparisons." in markdown
+    assert "| mean corruption Dice a - b |" in markdown
 
 
 def test_a_robustness_difference_within_the_seed_spread_gets_no_verdict(tmp_path):
