@@ -1,5 +1,7 @@
-"""`python -m segpets.audit RUNS_DIR [split=auto] [top=12] [device=auto] [batch_size=8]`: find
-the images whose label disagrees most with a confident consensus of the trained models.
+"""`python -m segpets.audit RUNS_DIR [KEY=VALUE ...]`: labels that trained models contradict.
+
+Ranks the images whose label disagrees most with a confident consensus of the trained
+models. Options: split=auto, top=12, device=auto, batch_size=8 (below).
 
 RUNS_DIR is a multirun dir or any folder of training runs of one dataset. Each run's tested
 checkpoint (metrics.json's scored/best checkpoint, else the one in its checkpoints/)
@@ -12,12 +14,17 @@ test-time augmentation and post-processing):
 - other runs (several seeds): every model predicts the same split, `split=` (test unless
   named; train, val or test; fold runs take one too instead of out-of-fold).
 
+An optimized_metric=oof/dice job's RUN/fold_k folders are fold runs; RUN itself (no
+metrics.json) is listed as left out.
+
 Per image, the consensus is the mean probability over the models that predicted it, and
 each label is scored against it (segpets/consensus.py: Dice, confidence, score = (1 - Dice)
 * confidence, and the kind of disagreement: inverted, shifted, missing part, extra region,
 other), at the first run's image size. Writes into RUNS_DIR: audit.csv (every image, the
-highest score first) and audit.png (the `top` highest: photo, label and consensus overlaid),
-and prints the top entries. Its stems can go to `data.exclude=FILE` to train without them.
+highest score first) and audit.png (the `top` highest, 0 for none: photo, label and
+consensus overlaid), and prints the top entries; `device` and `batch_size` are where and in
+how many images at a time the models predict. Its stems can go to `data.exclude=FILE`
+(segpets/data/folds.py) to train without them.
 
 Exit status 2, with one message: no runs under RUNS_DIR, a run without a checkpoint, runs of
 different datasets (both named), fold runs mixed with other runs, a bad option.
