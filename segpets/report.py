@@ -55,7 +55,7 @@ from omegaconf import DictConfig, OmegaConf
 from segpets import robustness_report, stats, studies
 from segpets.cli import USER_ERROR
 from segpets.errors import SegpetsError
-from segpets.runs import describe
+from segpets.runs import describe, find_runs
 from segpets.scores import TEST_SCORES, read_scores
 
 CURVES = ("train/loss_epoch", "val/loss", "train/dice", "val/dice")
@@ -85,14 +85,6 @@ UNKNOWN = "runs without saved overrides"
 
 
 # --- Reading runs ------------------------------------------------------------------------
-
-
-def find_runs(root: Path) -> list[Path]:
-    """Every run folder under root (root itself if it is one); a job of
-    `optimized_metric=oof/dice` (with oof.json) is not one, its fold_k folders are."""
-    markers = [*root.glob("**/.hydra/config.yaml"), *root.glob("**/metrics.json")]
-    runs = {m.parent.parent if m.parent.name == ".hydra" else m.parent for m in markers}
-    return sorted(run for run in runs if not (run / "oof.json").is_file())
 
 
 def read_curves(run: Path) -> dict[str, list[tuple[int, float]]]:

@@ -10,10 +10,11 @@ from omegaconf import DictConfig, OmegaConf
 
 def find_runs(root: Path) -> list[Path]:
     """Every run folder under root (root itself if it is one): a folder with `.hydra/` or
-    `metrics.json`."""
+    `metrics.json`. A job of `optimized_metric=oof/dice` (with oof.json) is not one; its
+    fold_k folders are."""
     markers = [*root.glob("**/.hydra/config.yaml"), *root.glob("**/metrics.json")]
     runs = {m.parent.parent if m.parent.name == ".hydra" else m.parent for m in markers}
-    return sorted(runs)
+    return sorted(run for run in runs if not (run / "oof.json").is_file())
 
 
 def describe(config: Mapping[str, Any] | DictConfig, choices: Mapping[str, str]) -> dict[str, Any]:
