@@ -30,7 +30,6 @@ Exit status 2, with one message: no runs under RUNS_DIR, a run without a checkpo
 different datasets (both named), fold runs mixed with other runs, a bad option.
 """
 
-import argparse
 import csv
 import heapq
 import io
@@ -49,7 +48,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from segpets.checkpointing import write_atomically
-from segpets.cli import USER_ERROR
+from segpets.cli import USER_ERROR, check_runs_folder, runs_folder_command
 from segpets.consensus import COLUMNS, Disagreement, audit_image, rank
 from segpets.errors import SegpetsError
 from segpets.runs import find_runs
@@ -383,30 +382,17 @@ def _options(given: Sequence[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m segpets.audit",
-        description=__doc__.split("\n")[0],
-        epilog="\n".join(__doc__.split("\n")[2:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("dir", help="a multirun dir or any folder of training runs")
-    parser.add_argument(
-        "options",
-        nargs="*",
-        metavar="KEY=VALUE",
-        help="split=auto|train|val|test (auto: out-of-fold for fold runs, else test), "
+    folder, options = runs_folder_command(
+        __doc__,
+        "python -m segpets.audit",
+        "KEY=VALUE",
+        "split=auto|train|val|test (auto: out-of-fold for fold runs, else test), "
         "top=12 (images in audit.png), device=auto, batch_size=8",
+        argv,
     )
-    args = parser.parse_args(argv)
-    folder = Path(args.dir)
     try:
-        if not folder.is_dir():
-            what = " is a file, not a folder" if folder.exists() else ": no such folder"
-            raise SegpetsError(
-                f"{folder}{what}. Give the folder of a multirun "
-                "(logs/train/multiruns/<date>/<time>) or any folder that holds runs"
-            )
-        result = audit(folder, **_options(args.options))
+        check_runs_folder(folder)
+        result = audit(folder, **_options(options))
     except SegpetsError as error:
         print(f"segpets: error: {error}", file=sys.stderr)
         raise SystemExit(USER_ERROR) from None

@@ -6,6 +6,7 @@ group option lists the valid ones; an unknown key gets "did you mean ...?") or a
 Anything else is a bug and keeps its traceback.
 """
 
+import argparse
 import difflib
 import functools
 import os
@@ -183,3 +184,30 @@ def require_options(cfg: DictConfig, keys: Sequence[str], usage: str) -> None:
 def to_container(cfg: DictConfig) -> dict[str, Any]:
     """The resolved config as plain Python values, for checkpoints and loggers."""
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)  # type: ignore[return-value]
+
+
+def runs_folder_command(
+    doc: str, prog: str, metavar: str, options_help: str, argv: list[str] | None
+) -> tuple[Path, list[str]]:
+    """The folder and the KEY=VALUE options of an app that reads a folder of runs (report,
+    audit); its module docstring is the help. A SegpetsError where the folder is none."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=doc.split("\n")[0],
+        epilog="\n".join(doc.split("\n")[2:]),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("dir", help="a multirun dir or any folder of runs")
+    parser.add_argument("options", nargs="*", metavar=metavar, help=options_help)
+    args = parser.parse_args(argv)
+    return Path(args.dir), list(args.options)
+
+
+def check_runs_folder(folder: Path) -> None:
+    """A SegpetsError that says what to give where `folder` is a file or missing."""
+    if not folder.is_dir():
+        what = " is a file, not a folder" if folder.exists() else ": no such folder"
+        raise SegpetsError(
+            f"{folder}{what}. Give the folder of a multirun "
+            "(logs/train/multiruns/<date>/<time>) or any folder that holds runs"
+        )

@@ -38,7 +38,6 @@ robustness results robustness_comparisons.csv. A run without metrics.json is lis
 unfinished, never dropped.
 """
 
-import argparse
 import base64
 import csv
 import html
@@ -53,7 +52,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from segpets import robustness_report, stats, studies
-from segpets.cli import USER_ERROR
+from segpets.cli import USER_ERROR, check_runs_folder, runs_folder_command
 from segpets.errors import SegpetsError
 from segpets.runs import describe, find_runs
 from segpets.scores import TEST_SCORES, read_scores
@@ -1173,30 +1172,17 @@ def _options(options: Sequence[str]) -> tuple[str | None, list[str]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m segpets.report",
-        description=__doc__.split("\n")[0],
-        epilog="\n".join(__doc__.split("\n")[2:]),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("dir", help="a multirun dir or any folder of runs")
-    parser.add_argument(
-        "options",
-        nargs="*",
-        metavar="baseline=NAME | evals=DIR",
-        help="compare each group with this group only (also report.baseline=NAME); "
+    folder, options = runs_folder_command(
+        __doc__,
+        "python -m segpets.report",
+        "baseline=NAME | evals=DIR",
+        "compare each group with this group only (also report.baseline=NAME); "
         "read segpets.eval runs under DIR too (robustness, shift)",
+        argv,
     )
-    args = parser.parse_args(argv)
-    folder = Path(args.dir)
     try:
-        if not folder.is_dir():
-            what = " is a file, not a folder" if folder.exists() else ": no such folder"
-            raise SegpetsError(
-                f"{folder}{what}. Give the folder of a multirun "
-                "(logs/train/multiruns/<date>/<time>) or any folder that holds runs"
-            )
-        paths = write_report(folder, *_options(args.options))
+        check_runs_folder(folder)
+        paths = write_report(folder, *_options(options))
     except SegpetsError as error:
         print(f"segpets: error: {error}", file=sys.stderr)
         raise SystemExit(USER_ERROR) from None
