@@ -142,12 +142,12 @@ def _fit_and_test(
         seconds = time.perf_counter() - tested
         metrics["test_images_per_second"] = round(len(module.test_scores) / seconds, 2)
         metrics["test_data"] = _test_data(cfg, len(module.test_scores), datamodule)
-    if hasattr(datamodule, "data_summary"):
-        metrics["data_summary"] = datamodule.data_summary()
         metrics["test_prediction"] = {
             "tta": getattr(module, "tta", "none"),
             "postprocess": postprocess_name(getattr(module, "postprocess", None)),
         }
+    if hasattr(datamodule, "data_summary"):
+        metrics["data_summary"] = datamodule.data_summary()
     log_results(
         trainer.loggers, hparams_of(metrics, cfg), hparam_metrics(metrics), trainer.global_step
     )
