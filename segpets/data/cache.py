@@ -145,7 +145,7 @@ class DecodedImageCache:
             disable=not progress,
         )
         for row, name in rows:
-            image, raw = self.source.load_image(name), self.source.raw_mask(name)
+            image, raw = self.source.load_sample(name)
             images[row], trimaps[row] = resize_for_cache(image, raw, size)
         images.flush()
         trimaps.flush()

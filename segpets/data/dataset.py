@@ -69,6 +69,11 @@ class Source:
         """(H, W) uint8 at the image's size, before `to_mask`; what the cache stores."""
         raise NotImplementedError
 
+    def load_sample(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """`load_image` and `raw_mask` of `name` together, for sources that share work
+        between the two (a folder's mask is sized by its decoded image)."""
+        return self.load_image(name), self.raw_mask(name)
+
     def to_mask(self, raw: np.ndarray) -> np.ndarray:
         """0 / 1 / 255 mask of a `raw_mask` (or of its cached, resized copy)."""
         return raw
@@ -154,8 +159,8 @@ class SegmentationDataset(Dataset):
 
     def _decoded(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Sample `index` as an RGB image and its mask, before any transform."""
-        name = self.names[index]
-        return self.source.load_image(name), self.native_mask(name)
+        image, raw = self.source.load_sample(self.names[index])
+        return image, self.source.to_mask(raw)
 
     def native_mask(self, name: str) -> np.ndarray:
         """The mask of `name` at its image's original size, before any transform."""

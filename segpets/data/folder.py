@@ -267,9 +267,17 @@ class FolderSource(Source):
         return load_photo(self.image_path(name))
 
     def raw_mask(self, name: str) -> np.ndarray:
+        image_path, _ = self.scan().pairs[name]
+        with Image.open(image_path) as image:  # the header only: its size
+            return self._mask_at(name, oriented_size(image))
+
+    def load_sample(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """The photo, decoded once, and its mask at the photo's size."""
+        image = self.load_image(name)
+        return image, self._mask_at(name, (image.shape[1], image.shape[0]))
+
+    def _mask_at(self, name: str, size: tuple[int, int]) -> np.ndarray:
         image_path, mask_path = self.scan().pairs[name]
-        with Image.open(image_path) as image:
-            size = oriented_size(image)
         return self._decode(mask_path, load_mask_pixels(mask_path), image_path, size)[0]
 
     def foreground_shares(self, names: list[str]) -> dict[str, float]:
